@@ -1,0 +1,61 @@
+"""Where machined keeps things under its state directory ($MACHINED_DIR). Pure: no I/O."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = "/var/lib/machined"
+
+
+def state_dir_from_env() -> Path:
+    return Path(os.environ.get("MACHINED_DIR") or DEFAULT_DIR)
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "unix.socket"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "database" / "machined.db"
+
+    @property
+    def images(self) -> Path:
+        """Image files exactly as imported: <fp> (metadata or unified) and <fp>.rootfs."""
+        return self.root / "images"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "storage-pools" / "default"
+
+    def image_volume(self, fingerprint: str) -> Path:
+        """An image unpacked once: metadata.yaml, rootfs/, templates/."""
+        return self.pool / "images" / fingerprint
+
+    def container(self, name: str) -> Path:
+        return self.pool / "containers" / name
+
+    def rootfs(self, name: str) -> Path:
+        return self.container(name) / "rootfs"
+
+    def run(self, name: str) -> Path:
+        """Runtime files of a running container: state.json, monitor socket."""
+        return self.root / "run" / name
+
+    def logs(self, name: str) -> Path:
+        return self.root / "logs" / name
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "logs" / "machined.log"
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch space on the same filesystem as the pool, so renames are atomic."""
+        return self.root / "tmp"
