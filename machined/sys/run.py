@@ -18,7 +18,8 @@ class CommandError(Exception):
 
 
 def run(argv: Sequence[str], *, input: bytes | None = None, cwd: str | None = None,
-        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(list(argv), input=input, cwd=cwd, env=env, capture_output=True,
                           close_fds=True)
     if check and proc.returncode != 0:

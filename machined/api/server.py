@@ -1,0 +1,50 @@
+"""The aiohttp application and its unix socket listener."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from machined.api import routes_exec, routes_images, routes_instances, routes_server
+from machined.api.context import INSTANCES, POOL, STATE
+from machined.api.responses import error, error_middleware
+from machined.instances.service import InstanceService
+from machined.state import State
+from machined.storage.dir import DirPool
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return error(f"Not found: {request.method} {request.path}", 404)
+
+
+def build_app(state: State, pool: DirPool, instances: InstanceService) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 40)
+    app[STATE] = state
+    app[POOL] = pool
+    app[INSTANCES] = instances
+    for table in (routes_server.routes, routes_instances.routes, routes_exec.routes,
+                  routes_images.alias_routes, routes_images.routes):
+        app.add_routes(table)
+    return app
+
+
+def bind_unix_socket(path: Path, mode: int = 0o660) -> socket.socket:
+    """Bind in a private directory, set the mode, then rename into place: the socket is never
+    reachable with a wider mode, not even for an instant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=".socket-", dir=path.parent))
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staged = private / "s"
+        sock.bind(os.fspath(staged))
+        os.chmod(staged, mode)
+        os.rename(staged, path)
+    finally:
+        os.rmdir(private)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock

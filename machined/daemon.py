@@ -1,0 +1,117 @@
+"""Composition root: open the database, prepare storage, build the API, find the containers
+that kept running, serve until told to stop. Stopping the daemon never stops containers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from machined.api.operations import Operation, Operations
+from machined.api.server import bind_unix_socket, build_app
+from machined.db import open_database
+from machined.db import profiles as db_profiles
+from machined.errors import MachinedError
+from machined.instances.service import InstanceService
+from machined.paths import Paths
+from machined.state import State
+from machined.storage.dir import DirPool
+
+log = logging.getLogger("machined")
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def setup_logging(paths: Paths, debug: bool) -> None:
+    paths.daemon_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(paths.daemon_log)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def seed_profiles(state: State) -> None:
+    """The default profile exists from the first start on (profiles/default.yaml)."""
+    if "default" in db_profiles.names(state.db):
+        return
+    data = yaml.safe_load((PROFILES_DIR / "default.yaml").read_text()) or {}
+    db_profiles.create(state.db, db_profiles.ProfileRecord(
+        name="default", description=data.get("description", ""),
+        config={k: str(v) for k, v in (data.get("config") or {}).items()},
+        devices=data.get("devices") or {}))
+
+
+def _recorder(state_holder: list[State]) -> object:
+    def record(op: Operation) -> None:
+        state = state_holder[0]
+        state.db.execute(
+            "INSERT OR REPLACE INTO operations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [op.id, op.cls, op.description, op.status_code, json.dumps(op.resources), op.err,
+             op.created_at, op.updated_at])
+    return record
+
+
+async def serve(paths: Paths) -> None:
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    db = open_database(paths.database)
+    holder: list[State] = []
+    state = State(db=db, paths=paths, operations=Operations(_recorder(holder)))  # type: ignore[arg-type]
+    holder.append(state)
+    seed_profiles(state)
+    pool = DirPool(paths)
+    pool.prepare()
+    instances = InstanceService(state, pool)
+    alive = instances.recover()
+    log.info("Found %d running container(s): %s", len(alive), ", ".join(alive) or "none")
+
+    app = build_app(state, pool, instances)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    if paths.socket.exists() or paths.socket.is_symlink():
+        paths.socket.unlink()
+    sock = bind_unix_socket(paths.socket)
+    await web.SockSite(runner, sock).start()
+    log.info("machined ready on %s", paths.socket)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("machined stopping (containers keep running)")
+    await runner.cleanup()
+    paths.socket.unlink(missing_ok=True)
+    db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from machined.paths import state_dir_from_env
+
+    parser = argparse.ArgumentParser(prog="machined", description="System-container daemon")
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    parser.add_argument("--state-dir", help="state directory (default $MACHINED_DIR or "
+                        "/var/lib/machined)")
+    args = parser.parse_args(argv)
+    paths = Paths(Path(args.state_dir) if args.state_dir else state_dir_from_env())
+    if os.geteuid() != 0:
+        print("Error: machined must run as root (it creates namespaces, mounts and cgroups)",
+              file=sys.stderr)
+        return 1
+    setup_logging(paths, args.debug)
+    try:
+        asyncio.run(serve(paths))
+    except MachinedError as e:
+        print(f"Error: {e.message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,97 @@
+"""Schema history. APPEND ONLY: never edit or reorder a shipped step; each runs in one
+transaction together with its record in _sqlite_migrations."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("machined")
+
+
+@MIGRATIONS()
+def m0001_initial(db: Database) -> None:
+    db.executescript("""
+    CREATE TABLE config (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE profiles_config (
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (profile_id, key)
+    );
+    CREATE TABLE profiles_devices (
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (profile_id, name)
+    );
+    CREATE TABLE instances (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL DEFAULT 'container',
+        architecture TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE instances_config (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (instance_id, key)
+    );
+    CREATE TABLE instances_devices (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (instance_id, name)
+    );
+    CREATE TABLE instances_profiles (
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE RESTRICT,
+        apply_order INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, profile_id)
+    );
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        filename TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL,
+        public INTEGER NOT NULL DEFAULT 0,
+        architecture TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'container',
+        split INTEGER NOT NULL DEFAULT 0,
+        auto_update INTEGER NOT NULL DEFAULT 0,
+        cached INTEGER NOT NULL DEFAULT 0,
+        properties TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL DEFAULT '',
+        uploaded_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL DEFAULT '',
+        expires_at TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE images_aliases (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        class TEXT NOT NULL,
+        description TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        resources TEXT NOT NULL DEFAULT '{}',
+        err TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """)

@@ -1,0 +1,51 @@
+"""Pure rules about instances: names, expanded config, exec environment, status codes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from machined.errors import BadRequest
+
+_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$")
+
+STATUS_CODES = {"Running": 103, "Stopped": 102, "Frozen": 110, "Error": 112}
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name) or name.endswith("-"):
+        raise BadRequest(
+            f"Invalid instance name {name!r}: use 1 to 63 letters, digits and hyphens, "
+            "starting with a letter and not ending with a hyphen")
+
+
+def expand(profiles: list[tuple[dict[str, str], dict[str, dict[str, str]]]],
+           config: Mapping[str, str], devices: Mapping[str, dict[str, str]]
+           ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Profiles apply in order, then the instance's own config and devices win."""
+    exp_config: dict[str, str] = {}
+    exp_devices: dict[str, dict[str, str]] = {}
+    for p_config, p_devices in profiles:
+        exp_config.update(p_config)
+        exp_devices.update(p_devices)
+    exp_config.update(config)
+    exp_devices.update(devices)
+    return exp_config, exp_devices
+
+
+def exec_environment(requested: Mapping[str, str], config: Mapping[str, str], uid: int,
+                     has_snap: bool = False) -> dict[str, str]:
+    """As LXD: the request wins, then environment.* keys, then defaults for what is unset."""
+    env = dict(requested)
+    for key, value in config.items():
+        if key.startswith("environment."):
+            env.setdefault(key[len("environment."):], value)
+    path = DEFAULT_PATH + (":/snap/bin" if has_snap else "")
+    env.setdefault("PATH", path)
+    env.setdefault("LANG", "C.UTF-8")
+    if uid == 0:
+        env.setdefault("HOME", "/root")
+        env.setdefault("USER", "root")
+    return env

@@ -1,0 +1,327 @@
+"""Instance lifecycle. Each public function takes the instance's lock, validates before it
+touches anything, and undoes its finished steps if a later one fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from machined import runtime
+from machined.config import validate_instance_config
+from machined.db import images as db_images
+from machined.db import instances as db_instances
+from machined.db import profiles as db_profiles
+from machined.errors import BadRequest, Conflict, Forbidden, NotFound
+from machined.images import store
+from machined.instances import model
+from machined.state import State
+from machined.storage.dir import DirPool
+
+log = logging.getLogger("machined.instances")
+
+
+@dataclass
+class Instance:
+    record: db_instances.InstanceRecord
+    expanded_config: dict[str, str]
+    expanded_devices: dict[str, dict[str, str]]
+
+
+class Reverter:
+    """Undo steps in reverse unless success() was reached (incus shared/revert)."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+
+    def add(self, undo: Any, *args: Any) -> None:
+        self._stack.callback(undo, *args)
+
+    def success(self) -> None:
+        self._stack.pop_all()
+
+    def __enter__(self) -> Reverter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
+class InstanceService:
+    def __init__(self, state: State, pool: DirPool) -> None:
+        self.state = state
+        self.pool = pool
+
+    # Reading
+
+    def load(self, name: str) -> Instance:
+        rec = db_instances.get(self.state.db, name)
+        profiles = [db_profiles.get(self.state.db, p) for p in rec.profiles]
+        config, devices = model.expand([(p.config, p.devices) for p in profiles],
+                                       rec.config, rec.devices)
+        return Instance(rec, config, devices)
+
+    def running(self, name: str) -> runtime.RunningContainer | None:
+        return runtime.find(self.state.paths.run(name))
+
+    def status(self, name: str) -> str:
+        container = self.running(name)
+        if container is None:
+            return "Stopped"
+        return "Frozen" if runtime.is_frozen(container) else "Running"
+
+    def state_of(self, name: str) -> dict[str, Any]:
+        container = self.running(name)
+        status = "Stopped"
+        pid, processes, memory, cpu = 0, 0, {"usage": 0, "usage_peak": 0}, {"usage": 0}
+        if container is not None:
+            status = "Frozen" if runtime.is_frozen(container) else "Running"
+            usage = runtime.usage(container)
+            pid, processes = container.init_pid, usage.processes
+            memory = {"usage": usage.memory_bytes, "usage_peak": usage.memory_peak,
+                      "swap_usage": 0, "swap_usage_peak": 0}
+            cpu = {"usage": usage.cpu_ns}
+        return {"status": status, "status_code": model.STATUS_CODES[status], "pid": pid,
+                "processes": processes, "memory": memory, "cpu": cpu, "disk": {},
+                "network": None}
+
+    # Creating
+
+    async def create(self, request: dict[str, Any], op: Any = None) -> str:
+        name = request.get("name") or _random_name()
+        model.check_name(name)
+        config = {str(k): v for k, v in (request.get("config") or {}).items()}
+        validate_instance_config(config)
+        devices = request.get("devices") or {}
+        profiles = request.get("profiles")
+        profiles = ["default"] if profiles is None else list(profiles)
+        for profile in profiles:
+            db_profiles.get(self.state.db, profile)
+        source = request.get("source") or {}
+        if source.get("type", "image") != "image":
+            raise BadRequest(f"Unsupported instance source type {source.get('type')!r}: "
+                             "accepted is image")
+        if source.get("server"):
+            raise BadRequest("Remote image servers are not supported yet")
+        image_name = source.get("fingerprint") or source.get("alias")
+        if not image_name:
+            raise BadRequest("Instance source needs an image alias or fingerprint")
+        image = store.resolve(self.state, image_name)
+        async with self.state.instance_locks[name]:
+            if db_instances.exists(self.state.db, name):
+                raise Conflict(f"Instance {name!r} already exists")
+            await store.ensure_volume(self.state, self.pool, image)
+            if op is not None:
+                op.set_metadata(create_instance_from_image_progress="Copying image volume")
+            with Reverter() as revert:
+                await asyncio.to_thread(self.pool.create_from_image, image.fingerprint, name)
+                revert.add(self.pool.delete, name)
+                full = dict(config)
+                for key, value in image.properties.items():
+                    full.setdefault(f"image.{key}", value)
+                full["volatile.base_image"] = image.fingerprint
+                full["volatile.uuid"] = str(uuid.uuid4())
+                full["volatile.last_state.power"] = "STOPPED"
+                created = store.now()
+                db_instances.create(self.state.db, db_instances.InstanceRecord(
+                    name=name, architecture=image.architecture or platform.machine(),
+                    created_at=created, description=request.get("description") or "",
+                    ephemeral=bool(request.get("ephemeral")), config=full, devices=devices,
+                    profiles=profiles))
+                image.last_used_at = created
+                db_images.update(self.state.db, image)
+                revert.success()
+        log.info("Created instance %s from image %s", name, image.fingerprint[:12])
+        return name
+
+    # Lifecycle
+
+    async def start(self, name: str) -> None:
+        async with self.state.instance_locks[name]:
+            await self._start_locked(name)
+
+    async def _start_locked(self, name: str) -> None:
+        inst = self.load(name)
+        if self.running(name) is not None:
+            raise BadRequest(f"Instance {name!r} is already running")
+        spec = self._launch_spec(inst)
+        await asyncio.to_thread(runtime.start, spec)
+        db_instances.set_config_keys(self.state.db, name,
+                                     {"volatile.last_state.power": "RUNNING"})
+        db_instances.touch(self.state.db, name, store.now())
+        log.info("Started instance %s", name)
+
+    def _launch_spec(self, inst: Instance) -> runtime.LaunchSpec:
+        config = inst.expanded_config
+        name = inst.record.name
+        privileged = config.get("security.privileged", "false").lower() in (
+            "true", "1", "yes", "on")
+        rootfs = self.state.paths.rootfs(name)
+        if not rootfs.is_dir():
+            raise NotFound(f"Root filesystem of instance {name!r} is missing")
+        env = {k[len("environment."):]: v for k, v in config.items()
+               if k.startswith("environment.")}
+        uid_map: list[tuple[int, int, int]] = []
+        gid_map: list[tuple[int, int, int]] = []
+        if not privileged:
+            uid_map, gid_map = runtime.default_idmap()
+        logs = self.state.paths.logs(name)
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        limits = {k: v for k, v in config.items() if k.startswith("limits.")}
+        return runtime.LaunchSpec(
+            name=name, rootfs=os.fspath(rootfs), hostname=name, init=["/sbin/init"],
+            environment=env, privileged=privileged, uid_map=uid_map, gid_map=gid_map,
+            run_dir=os.fspath(self.state.paths.run(name)),
+            console_log=os.fspath(logs / "console.log"),
+            stop_signal=runtime.stop_signal_for(os.fspath(rootfs)), limits=limits)
+
+    async def stop(self, name: str, timeout: float = -1, force: bool = False) -> None:
+        async with self.state.instance_locks[name]:
+            await self._stop_locked(name, timeout, force)
+
+    async def _stop_locked(self, name: str, timeout: float, force: bool) -> None:
+        db_instances.get(self.state.db, name)
+        container = self.running(name)
+        if container is None:
+            raise BadRequest(f"Instance {name!r} is not running")
+        if timeout is None or timeout < 0:
+            timeout = 600.0
+        if runtime.is_frozen(container) and not force:
+            raise BadRequest(f"Instance {name!r} is frozen: resume it first or stop it with "
+                             "--force")
+        await asyncio.to_thread(runtime.stop, container, float(timeout), force or timeout == 0)
+        db_instances.set_config_keys(self.state.db, name,
+                                     {"volatile.last_state.power": "STOPPED"})
+        log.info("Stopped instance %s", name)
+
+    async def restart(self, name: str, timeout: float = -1, force: bool = False) -> None:
+        async with self.state.instance_locks[name]:
+            if self.running(name) is not None:
+                await self._stop_locked(name, timeout, force)
+            await self._start_locked(name)
+
+    async def freeze(self, name: str) -> None:
+        async with self.state.instance_locks[name]:
+            container = self._must_run(name)
+            if runtime.is_frozen(container):
+                raise BadRequest(f"Instance {name!r} is already frozen")
+            await asyncio.to_thread(runtime.freeze, container)
+            db_instances.set_config_keys(self.state.db, name,
+                                         {"volatile.last_state.power": "FROZEN"})
+
+    async def unfreeze(self, name: str) -> None:
+        async with self.state.instance_locks[name]:
+            container = self._must_run(name)
+            if not runtime.is_frozen(container):
+                raise BadRequest(f"Instance {name!r} is not frozen")
+            await asyncio.to_thread(runtime.thaw, container)
+            db_instances.set_config_keys(self.state.db, name,
+                                         {"volatile.last_state.power": "RUNNING"})
+
+    def _must_run(self, name: str) -> runtime.RunningContainer:
+        db_instances.get(self.state.db, name)
+        container = self.running(name)
+        if container is None:
+            raise BadRequest(f"Instance {name!r} is not running")
+        return container
+
+    async def delete(self, name: str) -> None:
+        async with self.state.instance_locks[name]:
+            inst = self.load(name)
+            if self.running(name) is not None:
+                raise BadRequest(f"Instance {name!r} is running: stop it first or pass --force")
+            if inst.expanded_config.get("security.protection.delete", "").lower() in (
+                    "true", "1", "yes", "on"):
+                raise Forbidden(f"Instance {name!r} is protected: unset "
+                                "security.protection.delete first")
+            # The DB row goes first: a crash afterwards leaves an orphan directory, which is
+            # harmless, never a row pointing at a half-deleted rootfs.
+            db_instances.delete(self.state.db, name)
+            await asyncio.to_thread(self.pool.delete, name)
+            for path in (self.state.paths.run(name), self.state.paths.logs(name)):
+                await asyncio.to_thread(_remove_dir, path)
+        log.info("Deleted instance %s", name)
+
+    async def rename(self, name: str, new: str) -> None:
+        model.check_name(new)
+        first, second = sorted([name, new])
+        async with self.state.instance_locks[first], self.state.instance_locks[second]:
+            db_instances.get(self.state.db, name)
+            if self.running(name) is not None:
+                raise BadRequest(f"Instance {name!r} is running: stop it before renaming")
+            if db_instances.exists(self.state.db, new):
+                raise Conflict(f"Instance {new!r} already exists")
+            with Reverter() as revert:
+                self.pool.rename(name, new)
+                revert.add(self.pool.rename, new, name)
+                logs = self.state.paths.logs(name)
+                if logs.exists():
+                    os.rename(logs, self.state.paths.logs(new))
+                    revert.add(os.rename, self.state.paths.logs(new), logs)
+                db_instances.rename(self.state.db, name, new)
+                revert.success()
+        log.info("Renamed instance %s to %s", name, new)
+
+    async def update(self, name: str, put: dict[str, Any], patch: bool) -> None:
+        async with self.state.instance_locks[name]:
+            rec = db_instances.get(self.state.db, name)
+            config = put.get("config")
+            if config is not None:
+                user = {k: str(v) for k, v in config.items()}
+                volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}
+                changed = {k: v for k, v in user.items()
+                           if k.startswith("volatile.") and volatile.get(k) != v}
+                if changed:
+                    raise BadRequest(f"Key {next(iter(changed))!r} is read-only: volatile.* "
+                                     "keys are set by machined")
+                user = {k: v for k, v in user.items() if not k.startswith("volatile.")}
+                validate_instance_config(user)
+                rec.config = ({**rec.config, **user} if patch else {**user, **volatile})
+            if put.get("devices") is not None:
+                rec.devices = ({**rec.devices, **put["devices"]} if patch
+                               else dict(put["devices"]))
+            if put.get("profiles") is not None:
+                for profile in put["profiles"]:
+                    db_profiles.get(self.state.db, profile)
+                rec.profiles = list(put["profiles"])
+            if "description" in put:
+                rec.description = str(put["description"] or "")
+            if "ephemeral" in put:
+                rec.ephemeral = bool(put["ephemeral"])
+            db_instances.update(self.state.db, rec)
+
+    # Exec
+
+    def exec_target(self, name: str) -> tuple[Instance, runtime.RunningContainer]:
+        inst = self.load(name)
+        container = self.running(name)
+        if container is None:
+            raise BadRequest(f"Instance {name!r} is not running")
+        if runtime.is_frozen(container):
+            raise BadRequest(f"Instance {name!r} is frozen")
+        return inst, container
+
+    # Daemon start
+
+    def recover(self) -> list[str]:
+        """Find containers that kept running while the daemon was away."""
+        alive = []
+        for name in db_instances.names(self.state.db):
+            if self.running(name) is not None:
+                alive.append(name)
+        return alive
+
+
+def _random_name() -> str:
+    return "c" + uuid.uuid4().hex[:8]
+
+
+def _remove_dir(path: os.PathLike[str]) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+

@@ -1,0 +1,24 @@
+"""Everything a service needs, passed explicitly (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlite_utils import Database
+
+from machined.api.operations import Operations
+from machined.paths import Paths
+
+
+@dataclass
+class State:
+    db: Database
+    paths: Paths
+    operations: Operations
+    # One lock per instance (and per image fingerprint) serialises conflicting operations.
+    instance_locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock))
+    image_locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock))

@@ -1,0 +1,32 @@
+import pytest
+
+from machined.errors import BadRequest
+from machined.instances import model
+
+
+@pytest.mark.parametrize("name", ["c01", "web", "a", "My-box-2", "a" * 63])
+def test_valid_names(name):
+    model.check_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "-a", "a-", "a_b", "a.b", "a/b", "a" * 64, "é"])
+def test_invalid_names(name):
+    with pytest.raises(BadRequest, match="Invalid instance name"):
+        model.check_name(name)
+
+
+def test_expand_profiles_in_order_then_instance_wins():
+    profiles = [({"limits.cpu": "1", "user.a": "p1"}, {"root": {"type": "disk", "path": "/"}}),
+                ({"user.a": "p2"}, {})]
+    config, devices = model.expand(profiles, {"limits.cpu": "2"}, {})
+    assert config == {"limits.cpu": "2", "user.a": "p2"}
+    assert devices == {"root": {"type": "disk", "path": "/"}}
+
+
+def test_exec_environment_priority_as_lxd():
+    env = model.exec_environment({"A": "req"}, {"environment.A": "cfg", "environment.B": "b"}, 0)
+    assert env["A"] == "req" and env["B"] == "b"
+    assert env["PATH"] == model.DEFAULT_PATH and env["LANG"] == "C.UTF-8"
+    assert env["HOME"] == "/root" and env["USER"] == "root"
+    non_root = model.exec_environment({}, {}, 1000)
+    assert "HOME" not in non_root and "USER" not in non_root
