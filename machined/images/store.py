@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from machined.db import images as db_images
-from machined.errors import BadRequest, NotFound
+from machined.errors import BadRequest, Conflict, NotFound
 from machined.state import State
 from machined.storage.dir import DirPool, remove_tree
 
@@ -80,7 +80,7 @@ async def register(state: State, pool: DirPool, upload: Upload, *, public: bool,
     async with state.image_locks[fp]:
         if db_images.exists(state.db, fp):
             _discard(upload)
-            return db_images.get(state.db, fp)
+            raise Conflict(f"Image with same fingerprint already exists: {fp}")
         volume_tmp = pool.temp_path(f"image-{fp[:12]}")
         try:
             if upload.rootfs is None:

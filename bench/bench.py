@@ -1,0 +1,104 @@
+"""Figures for issue targets, printed (not asserted). Runs its own machined on a temporary
+MACHINED_DIR, uses the cached test images, and removes everything it made.
+
+    sudo .venv/bin/python bench/bench.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.fspath(REPO))
+
+from tests.conftest import Daemon, built_image  # noqa: E402
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def wait_booted(daemon: Daemon, name: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        out = daemon.mc("exec", name, "--", "systemctl", "is-system-running").out.strip()
+        if out in ("running", "degraded"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not boot")
+
+
+def report(label: str, samples: list[float], target: str) -> None:
+    ms = sorted(s * 1000 for s in samples)
+    print(f"{label:<52} median {statistics.median(ms):8.1f} ms   min {ms[0]:8.1f}   "
+          f"max {ms[-1]:8.1f}   (n={len(ms)}, target {target})", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="machined-bench-"))
+    os.chmod(base, 0o711)
+    daemon = Daemon(base / "state")
+    daemon.start()
+    try:
+        deb = built_image("debian-12", "split")
+        daemon.ok("image", "import", *map(os.fspath, deb), "--alias", "debian/12", timeout=900)
+        box = built_image("busybox", "unified")
+        daemon.ok("image", "import", *map(os.fspath, box), "--alias", "busybox")
+
+        def launch(name: str) -> None:
+            daemon.ok("launch", "debian/12", name)
+            wait_booted(daemon, name)
+
+        samples = []
+        for i in range(args.runs):
+            samples.append(timed(lambda i=i: launch(f"l{i}")))
+            if i < args.runs - 1:
+                daemon.ok("delete", "--force", f"l{i}")
+        report("mc launch debian/12 -> systemd running|degraded", samples, "< 2500 ms")
+
+        name = f"l{args.runs - 1}"
+        samples = []
+        for _ in range(args.runs):
+            daemon.ok("stop", name)
+            samples.append(timed(lambda: (daemon.ok("start", name), wait_booted(daemon, name))))
+        report("mc start (stopped -> booted)", samples, "< 1500 ms")
+
+        samples = [timed(lambda: daemon.ok("exec", name, "--", "true")) for _ in range(30)]
+        report("mc exec c -- true (whole CLI process)", samples, "< 60 ms")
+
+        for i in range(9):
+            daemon.ok("launch", "busybox", f"b{i}")
+        samples = [timed(lambda: daemon.ok("list")) for _ in range(20)]
+        report(f"mc list ({len(daemon.instances())} containers)", samples, "< 150 ms")
+
+        rootfs = daemon.root / "storage-pools/default/containers" / name / "rootfs"
+        target = base / "cp-test"
+        samples = []
+        for _ in range(3):
+            samples.append(timed(lambda: subprocess.run(["cp", "-a", rootfs, target],
+                                                        check=True)))
+            shutil.rmtree(target)
+        report("reference: cp -a of the Debian rootfs", samples, "~800 ms warm")
+    finally:
+        for inst in daemon.instances() if daemon.proc else []:
+            daemon.mc("delete", "--force", inst["name"])
+        daemon.kill()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

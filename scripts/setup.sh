@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what machined needs on Debian 12 (root): system tools, a virtualenv with the
+# Python dependencies in .venv/, and `machined` + `mc` on the PATH. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "Error: run as root (machined creates namespaces, mounts and cgroups)" >&2
+    exit 1
+fi
+
+packages=(python3 python3-venv debootstrap squashfs-tools xz-utils zstd uidmap util-linux
+          coreutils tar gzip)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "Installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+for tool in machined mc; do
+    ln -sf "$PWD/.venv/bin/$tool" "/usr/local/bin/$tool"
+done
+echo "machined and mc are installed in /usr/local/bin"

@@ -1,0 +1,132 @@
+"""Shared fixtures. `daemon` starts a real machined on a temporary MACHINED_DIR (never the
+host's real one) and, at the end, force-stops and deletes every container it made and checks
+that nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+IMAGE_CACHE = Path(os.environ.get("MACHINED_TEST_CACHE", "/var/cache/machined-test")) / "images"
+
+is_root = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not is_root, reason="needs root")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {**os.environ, "MACHINED_DIR": os.fspath(root)}
+        self.env.pop("MC_CONF", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    mc_path = os.fspath(BIN / "mc")
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "unix.socket"
+
+    def start(self) -> None:
+        log = open(self.root.parent / "machined.stderr", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([os.fspath(BIN / "machined")], env=self.env,
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("machined exited at start: "
+                                   + (self.root.parent / "machined.stderr").read_text()[-2000:])
+            if self.socket.exists() and self.mc("info").code == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("machined did not become ready in 30 s")
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def mc(self, *args: str, input: str | None = None, timeout: float = 300) -> Result:
+        proc = subprocess.run([os.fspath(BIN / "mc"), *args], env=self.env, input=input,
+                              capture_output=True, text=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, input: str | None = None, timeout: float = 300) -> str:
+        res = self.mc(*args, input=input, timeout=timeout)
+        assert res.code == 0, f"mc {' '.join(args)} failed ({res.code}): {res.err}{res.out}"
+        return res.out
+
+    def instances(self) -> list[dict]:
+        return json.loads(self.ok("list", "--format", "json"))
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    if not is_root:
+        pytest.skip("machined needs root")
+    base = Path(tempfile.mkdtemp(prefix="machined-test-"))
+    os.chmod(base, 0o711)
+    d = Daemon(base / "state")
+    d.start()
+    try:
+        yield d
+    finally:
+        _teardown(d, base)
+
+
+def _teardown(d: Daemon, base: Path) -> None:
+    try:
+        if d.proc is None:
+            d.start()
+        for inst in d.instances():
+            d.mc("delete", "--force", inst["name"])
+    finally:
+        d.kill()
+    leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                 if os.fspath(base) in line]
+    shutil.rmtree(base, ignore_errors=True)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def built_image(recipe: str, fmt: str) -> list[Path]:
+    """Build (or reuse from the cache outside the clone) an image from images/<recipe>.yaml."""
+    from machined.images.build import build_image
+
+    out = IMAGE_CACHE / f"{recipe}-{fmt}"
+    out.mkdir(parents=True, exist_ok=True)
+    return list(build_image(REPO / "images" / f"{recipe}.yaml", out, fmt=fmt).paths)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(daemon: Daemon) -> str:
+    paths = built_image("busybox", "unified")
+    daemon.ok("image", "import", *map(os.fspath, paths), "--alias", "busybox")
+    return "busybox"
+
+
+@pytest.fixture(scope="session")
+def debian_image(daemon: Daemon) -> str:
+    paths = built_image("debian-12", "split")
+    daemon.ok("image", "import", *map(os.fspath, paths), "--alias", "debian/12", timeout=600)
+    return "debian/12"
