@@ -113,9 +113,8 @@ def built_image(recipe: str, fmt: str) -> list[Path]:
     """Build (or reuse from the cache outside the clone) an image from images/<recipe>.yaml."""
     from machined.images.build import build_image
 
-    out = IMAGE_CACHE / f"{recipe}-{fmt}"
-    out.mkdir(parents=True, exist_ok=True)
-    return list(build_image(REPO / "images" / f"{recipe}.yaml", out, fmt=fmt).paths)
+    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    return list(build_image(REPO / "images" / f"{recipe}.yaml", IMAGE_CACHE, fmt=fmt).paths)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,136 @@
+"""`mc info [NAME] [--show-log]`: instance details like `lxc info`, or the server's."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from cli.client import Client
+from cli.context import Env, pass_env
+from cli.errors import ApiError
+from cli.output import format_bytes, format_time, render_table, render_yaml
+from cli.params import local_name, url_part
+
+
+def format_info(inst: dict[str, Any], state: dict[str, Any]) -> str:
+    """The text of `mc info <instance>` (pure)."""
+    lines = [f"Name: {inst.get('name', '')}"]
+    if inst.get("description"):
+        lines.append(f"Description: {inst['description']}")
+    lines.append(f"Status: {str(state.get('status') or inst.get('status', '')).upper()}")
+    kind = str(inst.get("type") or "container")
+    lines.append(f"Type: {kind} (ephemeral)" if inst.get("ephemeral") else f"Type: {kind}")
+    lines.append(f"Architecture: {inst.get('architecture', '')}")
+    if (state.get("pid") or 0) > 0:
+        lines.append(f"PID: {state['pid']}")
+    if created := format_time(inst.get("created_at")):
+        lines.append(f"Created: {created}")
+    if used := format_time(inst.get("last_used_at")):
+        lines.append(f"Last Used: {used}")
+    resources = _resources(state)
+    if resources:
+        lines += ["", "Resources:", *resources]
+    snapshots = inst.get("snapshots") or []
+    if snapshots:
+        rows = [
+            [
+                str(s.get("name", "")).rpartition("/")[2],
+                format_time(s.get("created_at")),
+                format_time(s.get("expires_at")),
+                "YES" if s.get("stateful") else "NO",
+            ]
+            for s in snapshots
+        ]
+        table = render_table(["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"], rows)
+        lines += ["", "Snapshots:", table.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _resources(state: dict[str, Any]) -> list[str]:
+    if (state.get("pid") or 0) <= 0 and not state.get("processes"):
+        return []
+    out = [f"  Processes: {state.get('processes', 0)}"]
+    cpu = (state.get("cpu") or {}).get("usage")
+    if cpu is not None:
+        out += ["  CPU usage:", f"    CPU usage (in seconds): {int(cpu) // 1_000_000_000}"]
+    memory = state.get("memory") or {}
+    if memory.get("usage"):
+        out += ["  Memory usage:", f"    Memory (current): {format_bytes(memory['usage'])}"]
+        if memory.get("usage_peak"):
+            out.append(f"    Memory (peak): {format_bytes(memory['usage_peak'])}")
+    network = {k: v for k, v in (state.get("network") or {}).items() if k != "lo"}
+    if network:
+        out.append("  Network usage:")
+        for iface, net in sorted(network.items()):
+            out.append(f"    {iface}:")
+            out += _iface(net)
+    return out
+
+
+def _iface(net: dict[str, Any]) -> list[str]:
+    out = []
+    for label, key in (
+        ("Type", "type"),
+        ("State", "state"),
+        ("Host interface", "host_name"),
+        ("MAC address", "hwaddr"),
+        ("MTU", "mtu"),
+    ):
+        if net.get(key):
+            value = str(net[key]).upper() if key == "state" else net[key]
+            out.append(f"      {label}: {value}")
+    counters = net.get("counters") or {}
+    for label, key in (
+        ("Bytes received", "bytes_received"),
+        ("Bytes sent", "bytes_sent"),
+        ("Packets received", "packets_received"),
+        ("Packets sent", "packets_sent"),
+    ):
+        if key in counters:
+            value = counters[key]
+            out.append(f"      {label}: {format_bytes(value) if 'Bytes' in label else value}")
+    addresses = net.get("addresses") or []
+    if addresses:
+        out.append("      IP addresses:")
+        for a in addresses:
+            mask = f"/{a['netmask']}" if a.get("netmask") else ""
+            out.append(f"        {a.get('family')}:  {a.get('address')}{mask} ({a.get('scope')})")
+    return out
+
+
+def console_log(client: Client, name: str) -> bytes:
+    resp = client.raw("GET", f"/1.0/instances/{url_part(name)}/console")
+    if resp.status >= 400:
+        from cli.client import error_from
+
+        raise error_from(resp)
+    return resp.body
+
+
+@click.command("info")
+@click.argument("name", required=False, metavar="[<remote>:][<instance>]")
+@click.option("--show-log", is_flag=True, help="Show the instance's console log.")
+@pass_env
+def info(env: Env, name: str | None, show_log: bool) -> None:
+    """Show instance or server information."""
+    client = env.client()
+    if not name:
+        click.echo(render_yaml(client.get("/1.0")), nl=False)
+        return
+    inst_name = local_name(name)
+    base = f"/1.0/instances/{url_part(inst_name)}"
+    inst = client.get(base) or {}
+    state = client.get(f"{base}/state") or {}
+    if "snapshots" not in inst:
+        try:
+            inst["snapshots"] = client.get(f"{base}/snapshots?recursion=1") or []
+        except ApiError:  # snapshots are optional in the daemon
+            inst["snapshots"] = []
+    click.echo(format_info(inst, state), nl=False)
+    if show_log:
+        click.echo("\nLog:\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(console_log(client, inst_name))
+        sys.stdout.flush()
