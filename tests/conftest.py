@@ -47,10 +47,10 @@ class Daemon:
         return self.root / "unix.socket"
 
     def start(self) -> None:
-        log = open(self.root.parent / "machined.stderr", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([os.fspath(BIN / "machined")], env=self.env,
-                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        with open(self.root.parent / "machined.stderr", "ab") as log:
+            self.proc = subprocess.Popen([os.fspath(BIN / "machined")], env=self.env,
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

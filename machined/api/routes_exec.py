@@ -146,6 +146,11 @@ class ExecSession:
             for task in pumps:
                 task.cancel()
             proc.close()
+            # The client waits for the streams to close before asking for the exit code; in
+            # interactive mode "0" is the only stream, so the server must close it.
+            for ws in self.sockets.values():
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.close()
             self.finished.set()
         return {"return": code}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from machined.errors import BadRequest
 
@@ -49,3 +49,51 @@ def exec_environment(requested: Mapping[str, str], config: Mapping[str, str], ui
         env.setdefault("HOME", "/root")
         env.setdefault("USER", "root")
     return env
+
+
+def runtime_limits(config: Mapping[str, str], host_memory: int) -> dict[str, str]:
+    """limits.* keys (already validated) -> the runtime's {"memory": bytes, "cpu": count,
+    "processes": n}. A CPU set (0-3) pins rather than limits; pinning comes with issue 3."""
+    from machined.config.validate import parse_size
+
+    limits: dict[str, str] = {}
+    memory = config.get("limits.memory", "")
+    if memory.endswith("%"):
+        limits["memory"] = str(int(host_memory * float(memory[:-1]) / 100))
+    elif memory:
+        limits["memory"] = str(parse_size(memory))
+    cpu = config.get("limits.cpu", "")
+    if cpu.isdigit():
+        limits["cpu"] = cpu
+    if config.get("limits.processes"):
+        limits["processes"] = config["limits.processes"]
+    return limits
+
+
+def resolve_in_rootfs(readlink: Callable[[str], str | None], path: str,
+                      max_links: int = 40) -> str | None:
+    """Resolve `path` as the container would see it, with `readlink(p)` answering for a path
+    inside the rootfs (None: not a symlink). Pure: never touches the host filesystem, so a
+    hostile link cannot point the lookup outside the rootfs."""
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        target = readlink("/" + "/".join([*resolved, part]))
+        if target is None:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            return None
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p] + parts
+    return "/" + "/".join(resolved)

@@ -172,13 +172,14 @@ class InstanceService:
             uid_map, gid_map = runtime.default_idmap()
         logs = self.state.paths.logs(name)
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        limits = {k: v for k, v in config.items() if k.startswith("limits.")}
+        limits = model.runtime_limits(config, _host_memory())
+        init = model.resolve_in_rootfs(lambda p: _readlink_under(rootfs, p), "/sbin/init")
         return runtime.LaunchSpec(
             name=name, rootfs=os.fspath(rootfs), hostname=name, init=["/sbin/init"],
             environment=env, privileged=privileged, uid_map=uid_map, gid_map=gid_map,
             run_dir=os.fspath(self.state.paths.run(name)),
             console_log=os.fspath(logs / "console.log"),
-            stop_signal=runtime.stop_signal_for(os.fspath(rootfs)), limits=limits)
+            stop_signal=runtime.stop_signal_for(init or "/sbin/init"), limits=limits)
 
     async def stop(self, name: str, timeout: float = -1, force: bool = False) -> None:
         async with self.state.instance_locks[name]:
@@ -315,6 +316,18 @@ class InstanceService:
             if self.running(name) is not None:
                 alive.append(name)
         return alive
+
+
+def _readlink_under(rootfs: os.PathLike[str], path: str) -> str | None:
+    """readlink of an already-resolved path inside the rootfs (its parents hold no links)."""
+    try:
+        return os.readlink(os.path.join(rootfs, path.lstrip("/")))
+    except OSError:
+        return None
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _random_name() -> str:

@@ -1,0 +1,25 @@
+"""Container runtime: the only code making namespace, mount and cgroup syscalls.
+
+See docs/ARCHITECTURE.md "Runtime contract". The daemon uses only what is re-exported here.
+"""
+
+from machined.runtime.container import (
+    RunningContainer,
+    RuntimeFailure,
+    Usage,
+    find,
+    freeze,
+    is_frozen,
+    start,
+    stop,
+    thaw,
+    usage,
+)
+from machined.runtime.execproc import ExecProcess, exec
+from machined.runtime.spec import LaunchSpec, build_spec, default_idmap, stop_signal_for
+
+__all__ = [
+    "ExecProcess", "LaunchSpec", "RunningContainer", "RuntimeFailure", "Usage", "build_spec",
+    "default_idmap", "exec", "find", "freeze", "is_frozen", "start", "stop", "stop_signal_for",
+    "thaw", "usage",
+]

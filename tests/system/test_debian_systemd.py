@@ -43,7 +43,11 @@ def test_systemd_is_pid1_and_boots(daemon, deb):
     failed = daemon.ok("exec", deb, "--", "systemctl", "--failed", "--no-legend",
                        "--plain").split("\n")
     failed_units = [line.split()[0] for line in failed if line.strip()]
-    assert failed_units == [], f"units failed in the container: {failed_units}"
+    # ifupdown's networking.service brings up eth0 from /etc/network/interfaces; until a NIC
+    # is attached (bridge networking, issue 6) there is none, and that unit alone may fail.
+    has_eth0 = daemon.mc("exec", deb, "--", "ip", "link", "show", "eth0").code == 0
+    allowed = set() if has_eth0 else {"networking.service"}
+    assert set(failed_units) <= allowed, f"units failed in the container: {failed_units}"
     assert daemon.ok("exec", deb, "--", "hostname").strip() == deb
     assert daemon.ok("exec", deb, "--", "cat", "/etc/hostname").strip() == deb
     env = daemon.ok("exec", deb, "--", "cat", "/proc/1/environ")
@@ -81,6 +85,7 @@ def test_interactive_shell_through_a_real_pty(daemon, deb):
                             start_new_session=True)
     os.close(slave)
     try:
+        _read_until(master, b"root@d1:~# ")
         os.write(master, b"stty size; tty\n")
         out = _read_until(master, b"/dev/pts/")
         assert b"40 100" in out

@@ -30,3 +30,19 @@ def test_exec_environment_priority_as_lxd():
     assert env["HOME"] == "/root" and env["USER"] == "root"
     non_root = model.exec_environment({}, {}, 1000)
     assert "HOME" not in non_root and "USER" not in non_root
+
+
+def test_resolve_in_rootfs_follows_links_inside_only():
+    links = {"/sbin": "usr/sbin", "/usr/sbin/init": "../lib/systemd/systemd",
+             "/evil": "/../../../etc", "/loop": "/loop"}
+    resolve = lambda p: model.resolve_in_rootfs(links.get, p)  # noqa: E731
+    assert resolve("/sbin/init") == "/usr/lib/systemd/systemd"
+    assert resolve("/evil/passwd") == "/etc/passwd"  # '..' stops at the container's root
+    assert resolve("/loop") is None
+
+
+def test_runtime_limits():
+    limits = model.runtime_limits({"limits.memory": "512MiB", "limits.cpu": "2",
+                                   "limits.processes": "200"}, 2**30)
+    assert limits == {"memory": str(512 * 2**20), "cpu": "2", "processes": "200"}
+    assert model.runtime_limits({"limits.memory": "50%"}, 2**30) == {"memory": str(2**29)}

@@ -1,0 +1,420 @@
+"""Container launcher and monitor, run as `python3 -I -S helper.py start <spec.json> <ready-fd>`.
+
+Never imported by the daemon: it is exec'd, then forks off the monitor (which outlives the
+daemon) and exits. Process tree while starting:
+
+  monitor  host namespaces, session leader, child subreaper, owns the console pty master
+   └─ setup   private mount namespace (nothing reaches the host's), writes the id maps,
+      │       makes the idmapped (or bind) mount of the rootfs at <run_dir>/rootfs
+      └─ child   new user namespace; unshares mnt/uts/ipc/net/pid, then cgroup (last, after
+          │      the monitor moved it into the container cgroups)
+          └─ init   PID 1: mounts, pivot_root, exec of the container's init
+setup and child exit once init is forked; init is re-parented to the monitor (subreaper),
+which waits for it, removes the cgroups and writes run_dir/state.json.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cgroups  # noqa: E402
+import linux  # noqa: E402
+import spec as specmod  # noqa: E402
+
+LOG_CAP = 1 << 20
+LOG_KEEP = 256 << 10
+SETUP_TIMEOUT = 60
+NS_FLAGS = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET
+            | linux.CLONE_NEWPID)
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+
+
+class SetupError(Exception):
+    pass
+
+
+def write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def open_console(uid: int, gid: int) -> tuple[int, int, str]:
+    """A host pty pair opened without becoming anyone's controlling terminal; the slave is
+    owned by container root so its getty can use it."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
+    num = int.from_bytes(fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"), sys.byteorder)
+    slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    os.fchown(slave, uid, gid)
+    os.set_blocking(master, False)
+    return master, slave, f"/dev/pts/{num}"
+
+
+# ---------------------------------------------------------------- init (PID 1) side
+
+
+def resolve(rootfd: int, path: str, create: str = "") -> int:
+    """O_PATH fd for a container path, resolved as if rootfd were / (the rootfs is hostile:
+    its symlinks must not lead us to host paths). Creates a missing dir or file."""
+    rel = path.lstrip("/")
+    how = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+    try:
+        return linux.openat2(rootfd, rel, os.O_PATH | os.O_CLOEXEC, how)
+    except FileNotFoundError:
+        if not create:
+            raise
+    parent, _, name = rel.rpartition("/")
+    pfd = resolve(rootfd, parent, "dir") if parent else os.dup(rootfd)
+    try:
+        if create == "dir":
+            os.mkdir(name, 0o755, dir_fd=pfd)
+        else:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
+                             dir_fd=pfd))
+    except FileExistsError:
+        pass
+    finally:
+        os.close(pfd)
+    return linux.openat2(rootfd, rel, os.O_PATH | os.O_CLOEXEC, how)
+
+
+def apply_mounts(rootfd: int, ops: list[specmod.MountOp], console: str) -> None:
+    for op in ops:
+        if op.kind == "symlink":
+            parent, _, name = op.target.rpartition("/")
+            pfd = resolve(rootfd, parent)
+            try:
+                os.symlink(op.source or "", name, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+            continue
+        fd = resolve(rootfd, op.target, op.kind if op.kind in ("dir", "file") else "")
+        try:
+            target = f"/proc/self/fd/{fd}"
+            flags = linux.mount_flags(op.flags)
+            if op.kind == "mount":
+                linux.mount(op.source, target, op.fstype, flags, op.data)
+            elif op.kind == "bind":
+                # By path: a bind source must be a mount of our own namespace, which the
+                # monitor's fd for the pty is not.
+                src = console if op.source == "@console" else op.source
+                linux.mount(src, target, None, linux.MS["bind"])
+            elif op.kind == "remount":
+                linux.mount(None, target, None, flags | linux.MS["remount"], op.data)
+        finally:
+            os.close(fd)
+
+
+def write_hostname(name: str) -> None:
+    """/etc/hostname inside the container, after pivot_root, refusing symlinks and other
+    filesystems (a privileged container's /etc/hostname -> /proc/... must not be written)."""
+    how = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV
+    try:
+        fd = linux.openat2(linux.AT_FDCWD, "/etc/hostname",
+                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, how, 0o644)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+            os.write(fd, name.encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def run_init(sp: specmod.LaunchSpec, rootfd: int, console: int, console_path: str,
+             report: int, ops: list[specmod.MountOp]) -> None:
+    os.setsid()
+    apply_mounts(rootfd, ops, console_path)
+    os.fchdir(rootfd)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked on top by pivot_root(".", ".")
+    os.chdir("/")
+    linux.sethostname(sp.hostname)
+    write_hostname(sp.hostname)
+    for n in (0, 1, 2):
+        os.dup2(console, n)
+    keep = {0, 1, 2, report}
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # ignored by Python or the monitor; survives exec
+    env = {"container": "lxc", **sp.environment}
+    os.execve(sp.init[0], sp.init, env)
+
+
+# ---------------------------------------------------------------- setup side
+
+
+def write_idmaps(pid: int, sp: specmod.LaunchSpec) -> None:
+    for fname, idmap in (("uid_map", sp.uid_map), ("gid_map", sp.gid_map)):
+        with open(f"/proc/{pid}/{fname}", "w") as f:
+            f.write("".join(f"{i} {o} {c}\n" for i, o, c in idmap))
+
+
+def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
+          target: str, console: int, console_path: str, report: int) -> None:
+    """Runs in the 'setup' process; reports 'pid <init>' or raises."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS["rec"] | linux.MS["private"])
+    if sp.privileged:
+        linux.mount(sp.rootfs, target, None, linux.MS["bind"] | linux.MS["rec"])
+    ops = specmod.plan_mounts(layout.mode, layout.named_systemd)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        try:
+            child(sp, theirs, target, console, console_path, report, ops)
+        except BaseException as e:
+            os.write(report, f"error {describe(e)}\n".encode())
+        os._exit(1)
+    theirs.close()
+    try:
+        if not sp.privileged:
+            if ours.recv(16) != b"userns":
+                raise SetupError("The container process died before its user namespace was set up.")
+            write_idmaps(pid, sp)
+            userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            tree = linux.open_tree(linux.AT_FDCWD, sp.rootfs, linux.OPEN_TREE_CLONE
+                                   | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+            try:
+                linux.mount_setattr_idmap(tree, userns, sp.rootfs)
+            except OSError as e:
+                raise SetupError(f"Idmapped mounts are not supported for {sp.rootfs} ({e}); "
+                                 "unprivileged containers need them.") from e
+            linux.move_mount(tree, target)
+            os.close(tree)
+            os.close(userns)
+        cgroups.attach(paths, pid)
+        ours.send(b"go")
+        msg = ours.recv(64)
+        if msg.startswith(b"pid "):
+            os.write(report, msg + b"\n")
+    finally:
+        os.waitpid(pid, 0)
+
+
+def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int,
+          console_path: str, report: int, ops: list[specmod.MountOp]) -> None:
+    if not sp.privileged:
+        linux.unshare(linux.CLONE_NEWUSER)
+        sock.send(b"userns")
+    if sock.recv(16) != b"go":
+        os._exit(1)
+    linux.unshare(NS_FLAGS)
+    # Cgroup namespace last: its root is the cgroup the monitor just moved us into.
+    linux.unshare(linux.CLONE_NEWCGROUP)
+    if not sp.privileged:
+        # pivot_root refuses a new root that is locked, as every mount copied into a
+        # namespace owned by a new user namespace is: bind it onto itself to get our own.
+        linux.mount(target, target, None, linux.MS["bind"] | linux.MS["rec"])
+    # Opened while still host uid 0: the path may cross root-only directories.
+    rootfd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if not sp.privileged:
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        try:
+            run_init(sp, rootfd, console, console_path, report, ops)
+            raise SetupError(f"exec of {sp.init[0]} returned")
+        except BaseException as e:
+            os.write(report, f"error {describe(e)}\n".encode())
+        os._exit(1)
+    sock.send(f"pid {pid}".encode())
+    os._exit(0)
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, (SetupError, OSError)):
+        return str(e).replace("\n", " ")
+    return "".join(traceback.format_exception_only(type(e), e)).strip().replace("\n", " ")
+
+
+# ---------------------------------------------------------------- monitor side
+
+
+class Monitor:
+    def __init__(self, sp: specmod.LaunchSpec) -> None:
+        self.sp = sp
+        self.layout = cgroups.detect()
+        self.target = os.path.join(sp.run_dir, "rootfs")
+        self.state_path = os.path.join(sp.run_dir, "state.json")
+        self.paths: cgroups.Paths = {}
+        self.init_pid = 0
+        self.log_fd = -1
+        self.master, self.slave, self.console_path = open_console(*sp.root_ids())
+
+    def launch(self) -> None:
+        """Create cgroups and boot init; raises SetupError with everything cleaned up."""
+        sp = self.sp
+        os.makedirs(self.target, exist_ok=True)
+        uid, gid = sp.root_ids()
+        self.paths = cgroups.create(self.layout, sp.name, sp.limits, uid, gid,
+                                    restrict_devices=sp.privileged)
+        rd, wr = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            os.close(rd)
+            try:
+                setup(sp, self.layout, self.paths, self.target, self.slave, self.console_path,
+                      wr)
+                os._exit(0)
+            except BaseException as e:
+                os.write(wr, f"error {describe(e)}\n".encode())
+            os._exit(1)
+        os.close(wr)
+        out = b""
+        while chunk := os.read(rd, 4096):  # EOF once init exec'd (cloexec) or all died
+            out += chunk
+        os.close(rd)
+        os.waitpid(pid, 0)
+        init_pid, errors = 0, []
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("pid "):
+                init_pid = int(line[4:])
+            elif line.startswith("error "):
+                errors.append(line[6:])
+        if init_pid and not errors:
+            done, status = os.waitpid(init_pid, os.WNOHANG)
+            if done:
+                errors.append(f"{sp.init[0]} exited at once (status {status}).")
+        if errors or not init_pid:
+            if init_pid:
+                try:
+                    os.kill(init_pid, signal.SIGKILL)
+                    os.waitpid(init_pid, 0)
+                except OSError:
+                    pass
+            cgroups.remove(self.paths)
+            raise SetupError(errors[0] if errors else "The container did not start.")
+        self.init_pid = init_pid
+        self.write_state("running")
+
+    def write_state(self, status: str, **extra: object) -> None:
+        write_json(self.state_path, {
+            "status": status, "name": self.sp.name, "init_pid": self.init_pid,
+            "init_starttime": linux.proc_starttime(self.init_pid) if self.init_pid else None,
+            "monitor_pid": os.getpid(), "monitor_starttime": linux.proc_starttime(os.getpid()),
+            "cgroups": self.paths, "privileged": self.sp.privileged,
+            "stop_signal": self.sp.stop_signal, "console_log": self.sp.console_log,
+            "started_at": time.time() if status == "running" else None, **extra})
+
+    def copy_console(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            os.write(self.log_fd, data)
+            if os.fstat(self.log_fd).st_size > LOG_CAP:
+                self.truncate_log()
+
+    def truncate_log(self) -> None:
+        size = os.fstat(self.log_fd).st_size
+        tail = os.pread(self.log_fd, LOG_KEEP, size - LOG_KEEP)
+        os.ftruncate(self.log_fd, 0)
+        os.write(self.log_fd, tail)
+
+    def watch(self) -> int:
+        """Copy the console until init exits; returns its wait status."""
+        pidfd = linux.pidfd_open(self.init_pid)
+        try:
+            while True:
+                ready, _, _ = select.select([self.master, pidfd], [], [])
+                if self.master in ready:
+                    self.copy_console()
+                if pidfd in ready:
+                    _, status = os.waitpid(self.init_pid, 0)
+                    self.copy_console()
+                    return status
+        finally:
+            os.close(pidfd)
+
+    def run(self, ready: int) -> None:
+        sp = self.sp
+        self.log_fd = os.open(sp.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                              | os.O_CLOEXEC, 0o600)
+        signal.signal(signal.SIGALRM, _setup_timeout)
+        signal.alarm(SETUP_TIMEOUT)
+        try:
+            self.launch()
+        except BaseException as e:
+            os.write(ready, f"error {describe(e)}\n".encode())
+            self.write_state("stopped", error=describe(e))
+            return
+        finally:
+            signal.alarm(0)
+        os.write(ready, f"ok {self.init_pid}\n".encode())
+        os.close(ready)
+        while True:
+            status = self.watch()
+            cgroups.remove(self.paths)
+            stopping = os.path.exists(os.path.join(sp.run_dir, "stopping"))
+            rebooted = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
+            if not rebooted or stopping:
+                break
+            try:  # reboot(2) in a PID namespace kills its init with SIGHUP: boot again
+                self.launch()
+            except BaseException as e:
+                self.write_state("stopped", error=describe(e))
+                return
+        self.init_pid = 0
+        self.write_state("stopped", exit_status=status)
+
+
+def _setup_timeout(signum: int, frame: object) -> None:
+    raise SetupError(f"The container did not start within {SETUP_TIMEOUT} seconds.")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4 or argv[1] != "start":
+        print("usage: helper.py start <spec.json> <ready-fd>", file=sys.stderr)
+        return 2
+    ready = int(argv[3])
+    with open(argv[2]) as f:
+        sp = specmod.LaunchSpec.from_json(f.read())
+    # Fork off the monitor so that it is nobody's child but init's (or a subreaper's):
+    # the daemon reaps this process at once and holds nothing of the container.
+    if os.fork() > 0:
+        return 0
+    os.setsid()
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        Monitor(sp).run(ready)
+    except BaseException as e:
+        try:
+            os.write(ready, f"error {describe(e)}\n".encode())
+        except OSError:
+            pass
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
