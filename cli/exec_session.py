@@ -120,7 +120,7 @@ class Session:
         saved = None
         if os.isatty(0):
             saved = termios.tcgetattr(0)
-            tty.setraw(0)
+            tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop keys typed ahead
         try:
             if not disable_stdin:
                 threading.Thread(target=pump_stdin, args=(pty, False), daemon=True).start()

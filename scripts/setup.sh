@@ -24,7 +24,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
 
 for tool in machined mc; do
     ln -sf "$PWD/.venv/bin/$tool" "/usr/local/bin/$tool"

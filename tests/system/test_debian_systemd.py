@@ -85,7 +85,9 @@ def test_interactive_shell_through_a_real_pty(daemon, deb):
                             start_new_session=True)
     os.close(slave)
     try:
-        _read_until(master, b"root@d1:~# ")
+        # Keys typed before the shell is up must not be lost (no TCSAFLUSH on raw mode).
+        os.write(master, b"echo typed-ahead-$((6*7))\n")
+        _read_until(master, b"typed-ahead-42")
         os.write(master, b"stty size; tty\n")
         out = _read_until(master, b"/dev/pts/")
         assert b"40 100" in out
