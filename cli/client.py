@@ -11,10 +11,12 @@ import json
 import os
 import socket
 import sys
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cli.errors import ApiError, CliError
-from cli.transfer import Body, Progress
+
+if TYPE_CHECKING:  # uploads only: mc exec and mc list need neither
+    from cli.transfer import Body, Progress
 
 DEFAULT_DIR = "/var/lib/machined"
 
@@ -157,7 +159,7 @@ class Client:
         head = [f"{method} {path} HTTP/1.1", "Host: localhost", "User-Agent: mc"]
         if body is not None:
             head.append(f"Content-Length: {length}")
-            if isinstance(body, Body):
+            if not isinstance(body, bytes):
                 head.append(f"Content-Type: {body.content_type}")
         head += [f"{k}: {v}" for k, v in headers.items()]
         self._log(f"{method} {path}")

@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
-from urllib.parse import quote
 
 from cli.client import Client
 from cli.errors import CliError
+from cli.params import url_part
 from cli.ws import TEXT, WebSocket
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -62,7 +62,7 @@ class Session:
         self.saved: dict[int, Handler] = {}
 
     def connect(self, fd: str) -> WebSocket:
-        resource = f"/1.0/operations/{self.op_id}/websocket?secret={quote(self.fds[fd], safe='')}"
+        resource = f"/1.0/operations/{self.op_id}/websocket?secret={url_part(self.fds[fd])}"
         ws = WebSocket.connect(self.client.path, resource)
         self.sockets.append(ws)
         return ws

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from cli.errors import CliError
 
 DEFAULT_REMOTE = "local"
@@ -66,4 +64,8 @@ def parse_key_values(items: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 def url_part(name: str) -> str:
     """One URL path segment: `debian/12` -> `debian%2F12`."""
+    if name.isascii() and (name.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        return name  # nothing to escape; spares importing urllib.parse on the exec path
+    from urllib.parse import quote
+
     return quote(name, safe="")

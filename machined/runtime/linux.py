@@ -1,7 +1,7 @@
 """The only ctypes module: thin wrappers over the Linux syscalls the runtime needs.
 
-Standalone on purpose (stdlib only, no package imports): helper.py and nsexec.py load it by path
-from their own directory, and nsexec is on the hot path of every exec, so keep it small. Every
+Standalone on purpose (stdlib only, no package imports): helper.py and execd.py load it by path
+from their own directory; keep it small. Every
 failure raises OSError whose message names the syscall and the path it was given.
 """
 

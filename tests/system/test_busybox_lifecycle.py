@@ -151,3 +151,15 @@ def test_errors_are_one_clear_line(daemon, busybox_image):
     assert res.code == 1 and "limits.memory" in res.err
     assert "x2" not in [i["name"] for i in daemon.instances()]
     assert daemon.mc("exec", "nope").code == 2  # usage: no command given
+
+
+def test_concurrent_execs_keep_their_own_streams_and_codes(daemon, box):
+    import subprocess
+
+    procs = [subprocess.Popen([daemon.mc_path, "exec", box, "--", "sh", "-c",
+                               f"sleep 0.{i % 3}; echo out-{i}; echo err-{i} >&2; exit {i}"],
+                              env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(8)]
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out, err) == (i, f"out-{i}\n", f"err-{i}\n")
