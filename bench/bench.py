@@ -62,12 +62,27 @@ def main() -> int:
             daemon.ok("launch", "debian/12", name)
             wait_booted(daemon, name)
 
+        spares = daemon.root / "storage-pools/default/spares"
+
+        def spare_ready() -> None:
+            deadline = time.monotonic() + 300
+            while not any(spares.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
         samples = []
         for i in range(args.runs):
+            spare_ready()
+            samples.append(timed(lambda i=i: launch(f"l{i}")))
+            daemon.ok("delete", "--force", f"l{i}")
+        report("mc launch debian/12 -> booted (spare copy ready)", samples, "< 2500 ms")
+
+        samples = []
+        for i in range(args.runs):
+            # Right after another launch took the spare: the full copy is on the critical path.
             samples.append(timed(lambda i=i: launch(f"l{i}")))
             if i < args.runs - 1:
                 daemon.ok("delete", "--force", f"l{i}")
-        report("mc launch debian/12 -> systemd running|degraded", samples, "< 2500 ms")
+        report("mc launch debian/12 -> booted (back to back)", samples, "< 2500 ms")
 
         name = f"l{args.runs - 1}"
         samples = []

@@ -30,3 +30,8 @@ class Env:
 
 
 pass_env = click.make_pass_decorator(Env, ensure=True)
+
+
+# -f/--format on every list command, as lxc has it.
+format_option = click.option("-f", "--format", "fmt", default="table", show_default=True,
+                             help="table, compact, csv, json or yaml.")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cli.client import Client
-from cli.context import Env, pass_env
+from cli.context import Env, format_option, pass_env
 from cli.errors import ApiError, CliError
 from cli.output import (
     format_bytes,
@@ -190,14 +190,7 @@ def import_cmd(env: Env, args: tuple[str, ...], aliases: tuple[str, ...], public
 
 @image.command("list")
 @click.argument("args", nargs=-1, metavar="[<remote>:] [<filter>...]")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    default="table",
-    show_default=True,
-    help="table, compact, csv, json or yaml.",
-)
+@format_option
 @pass_env
 def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
     """List images. Filters: key=value on properties, or part of a fingerprint or alias."""

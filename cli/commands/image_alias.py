@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.context import Env, pass_env
+from cli.context import Env, format_option, pass_env
 from cli.output import render
 from cli.params import parse_remote, url_part
 
@@ -53,14 +53,7 @@ def rename(env: Env, old: str, new: str) -> None:
 
 @alias.command("list")
 @click.argument("args", nargs=-1, metavar="[<remote>:] [<filter>...]")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    default="table",
-    show_default=True,
-    help="table, compact, csv, json or yaml.",
-)
+@format_option
 @pass_env
 def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
     """List aliases; a filter matches part of an alias name."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.context import Env, pass_env
+from cli.context import Env, format_option, pass_env
 from cli.errors import CliError
 from cli.output import format_bytes, format_time, render
 from cli.params import REMOTES
@@ -185,14 +185,7 @@ def build_rows(
     show_default=True,
     help="Columns: n s 4 6 t S a c l d p N P m u f F, or config keys.",
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    default="table",
-    show_default=True,
-    help="table, compact, csv, json or yaml.",
-)
+@format_option
 @click.option("--fast", is_flag=True, help="Same as -c nsacPt.")
 @pass_env
 def list_cmd(env: Env, args: tuple[str, ...], columns: str, fmt: str, fast: bool) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import Env, pass_env
+from cli.context import Env, format_option, pass_env
 from cli.output import format_time, render, render_yaml
 
 
@@ -23,14 +23,7 @@ def operation() -> None:
 
 
 @operation.command("list")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    default="table",
-    show_default=True,
-    help="table, compact, csv, json or yaml.",
-)
+@format_option
 @pass_env
 def list_ops(env: Env, fmt: str) -> None:
     """List operations."""

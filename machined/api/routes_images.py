@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from machined.api.context import POOL, STATE
+from machined.api.context import INSTANCES, POOL, STATE
 from machined.api.operations import Operation
 from machined.api.responses import async_response, json_body, sync
 from machined.db import images as db_images
@@ -125,6 +125,7 @@ async def create_image(request: web.Request) -> web.Response:
         rec = await store.register(state, pool, upload, public=public,
                                    extra_properties={str(k): str(v)
                                                      for k, v in properties.items()})
+        request.app[INSTANCES].refill_spare(rec.fingerprint)
         return {"fingerprint": rec.fingerprint, "size": rec.size}
 
     op = state.operations.start("task", "Importing image", {}, work)

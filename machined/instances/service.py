@@ -56,6 +56,29 @@ class InstanceService:
     def __init__(self, state: State, pool: DirPool) -> None:
         self.state = state
         self.pool = pool
+        self._refilling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def refill_spare(self, fingerprint: str) -> None:
+        """Prepare the next container's copy of this image in the background."""
+        if fingerprint in self._refilling:
+            return
+        self._refilling.add(fingerprint)
+        task = asyncio.get_running_loop().create_task(self._refill(fingerprint))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refill(self, fingerprint: str) -> None:
+        try:
+            await asyncio.to_thread(self.pool.make_spare, fingerprint)
+            # Not under the image lock (a launch must never wait for a refill), so the image
+            # may have been deleted meanwhile: then its spare goes too.
+            if not db_images.exists(self.state.db, fingerprint):
+                await asyncio.to_thread(self.pool.delete_spares, fingerprint)
+        except Exception as e:
+            log.warning("Could not prepare a spare copy of image %s: %s", fingerprint[:12], e)
+        finally:
+            self._refilling.discard(fingerprint)
 
     # Reading
 
@@ -136,6 +159,7 @@ class InstanceService:
                 image.last_used_at = created
                 db_images.update(self.state.db, image)
                 revert.success()
+        self.refill_spare(image.fingerprint)
         log.info("Created instance %s from image %s", name, image.fingerprint[:12])
         return name
 

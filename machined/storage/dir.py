@@ -18,8 +18,15 @@ class DirPool:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
 
+    @property
+    def spares(self) -> Path:
+        """Complete copies of image volumes made ahead of time: a launch renames one into
+        place instead of copying on its critical path. Each is a full, independent copy."""
+        return self.paths.pool / "spares"
+
     def prepare(self) -> None:
-        for d in (self.paths.pool / "images", self.paths.pool / "containers", self.paths.tmp):
+        for d in (self.paths.pool / "images", self.paths.pool / "containers", self.paths.tmp,
+                  self.spares):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.remove_leftovers()
 
@@ -41,10 +48,29 @@ class DirPool:
         target = self.paths.container(name)
         if target.exists():
             raise Conflict(f"Storage volume for instance {name!r} already exists")
-        tmp = self.temp_path(f"container-{name}")
-        copy_tree(source, tmp)
-        os.rename(tmp, target)
+        if not self._take_spare(fingerprint, target):
+            tmp = self.temp_path(f"container-{name}")
+            copy_tree(source, tmp)
+            os.rename(tmp, target)
         return target
+
+    def _take_spare(self, fingerprint: str, target: Path) -> bool:
+        for spare in sorted(self.spares.glob(f"{fingerprint}.*")):
+            try:
+                os.rename(spare, target)
+                return True
+            except OSError:
+                continue  # taken by a concurrent create
+        return False
+
+    def make_spare(self, fingerprint: str) -> None:
+        """Copy the image volume into spares/ (via tmp/, renamed when complete)."""
+        source = self.paths.image_volume(fingerprint)
+        if any(self.spares.glob(f"{fingerprint}.*")) or not (source / "rootfs").is_dir():
+            return
+        tmp = self.temp_path(f"spare-{fingerprint[:12]}")
+        copy_tree(source, tmp)
+        os.rename(tmp, self.spares / f"{fingerprint}.{uuid.uuid4().hex[:8]}")
 
     def rename(self, old: str, new: str) -> None:
         os.rename(self.paths.container(old), self.paths.container(new))
@@ -58,7 +84,14 @@ class DirPool:
         os.rename(path, trash)
         remove_tree(trash)
 
+    def delete_spares(self, fingerprint: str) -> None:
+        for spare in self.spares.glob(f"{fingerprint}.*"):
+            trash = self.temp_path("deleted-spare")
+            os.rename(spare, trash)
+            remove_tree(trash)
+
     def delete_image_volume(self, fingerprint: str) -> None:
+        self.delete_spares(fingerprint)
         path = self.paths.image_volume(fingerprint)
         if path.exists():
             trash = self.temp_path(f"deleted-image-{fingerprint[:12]}")

@@ -56,6 +56,11 @@ def api(daemon):
     client.close()
 
 
+def _half_made(daemon):
+    """Uploads and image volumes still in tmp/ (spare copies being made are fine there)."""
+    return [p.name for p in (daemon.root / "tmp").iterdir() if not p.name.startswith("spare-")]
+
+
 def _fingerprints(api):
     return {i["fingerprint"] for i in api.get("/1.0/images?recursion=1")}
 
@@ -138,7 +143,7 @@ def test_hostile_images_are_rejected_and_leave_nothing(daemon, api, tmp_path, ca
     else:
         assert res.err.startswith("Error: ") and len(res.err.strip().splitlines()) == 1
     assert _fingerprints(api) == before
-    assert list((daemon.root / "tmp").iterdir()) == []
+    assert _half_made(daemon) == []
 
 
 def test_invalid_metadata_is_refused_with_a_clear_error(daemon, api, tmp_path):
@@ -146,7 +151,7 @@ def test_invalid_metadata_is_refused_with_a_clear_error(daemon, api, tmp_path):
                         metadata=b"creation_date: 1\n")
     res = daemon.mc("image", "import", os.fspath(path))
     assert res.code == 1 and "architecture" in res.err
-    assert list((daemon.root / "tmp").iterdir()) == []
+    assert _half_made(daemon) == []
     fp = hashlib.sha256(path.read_bytes()).hexdigest()
     assert not (daemon.root / "images" / fp).exists() and fp not in _fingerprints(api)
 
@@ -197,3 +202,33 @@ def test_state_lives_in_sqlite(daemon, tmp_path):
     finally:
         daemon.ok("delete", "dbcheck")
         daemon.ok("image", "delete", "tiny4")
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_spare_copy_is_made_ahead_used_by_create_and_removed_with_the_image(daemon, tmp_path):
+    path = tiny_image(tmp_path, "tiny5.tar.gz", extra=[entry("rootfs/marker", data=b"m")])
+    fp = hashlib.sha256(path.read_bytes()).hexdigest()
+    spares = daemon.root / "storage-pools/default/spares"
+    daemon.ok("image", "import", os.fspath(path), "--alias", "tiny5")
+    assert _wait_for(lambda: len(list(spares.glob(f"{fp}.*"))) == 1)
+    (spare,) = spares.glob(f"{fp}.*")
+    inode = os.stat(spare / "rootfs/marker").st_ino
+    daemon.ok("init", "tiny5", "sp1")
+    rootfs = daemon.root / "storage-pools/default/containers/sp1/rootfs"
+    assert os.stat(rootfs / "marker").st_ino == inode, "create should take the spare"
+    # It is a full copy: changing it leaves the image volume alone.
+    (rootfs / "marker").write_bytes(b"changed")
+    volume = daemon.root / "storage-pools/default/images" / fp
+    assert (volume / "rootfs/marker").read_bytes() == b"m"
+    assert _wait_for(lambda: len(list(spares.glob(f"{fp}.*"))) == 1), "refilled after use"
+    daemon.ok("delete", "sp1")
+    daemon.ok("image", "delete", "tiny5")
+    assert _wait_for(lambda: not list(spares.glob(f"{fp}.*")))
