@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import platform
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from machined.state import State
 from machined.storage.dir import DirPool
 
 log = logging.getLogger("machined.instances")
+SPARE_QUIET_SECONDS = 10.0
 
 
 @dataclass
@@ -58,6 +60,7 @@ class InstanceService:
         self.pool = pool
         self._refilling: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_launch = 0.0
 
     def refill_spare(self, fingerprint: str) -> None:
         """Prepare the next container's copy of this image in the background."""
@@ -70,6 +73,10 @@ class InstanceService:
 
     async def _refill(self, fingerprint: str) -> None:
         try:
+            # A copy competes with a booting container for the disk (I/O priorities do not
+            # help under mq-deadline), so wait until launches have been quiet for a while.
+            while (wait := self._last_launch + SPARE_QUIET_SECONDS - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             await asyncio.to_thread(self.pool.make_spare, fingerprint)
             # Not under the image lock (a launch must never wait for a refill), so the image
             # may have been deleted meanwhile: then its spare goes too.
@@ -138,6 +145,7 @@ class InstanceService:
         async with self.state.instance_locks[name]:
             if db_instances.exists(self.state.db, name):
                 raise Conflict(f"Instance {name!r} already exists")
+            self._last_launch = time.monotonic()
             await store.ensure_volume(self.state, self.pool, image)
             if op is not None:
                 op.set_metadata(create_instance_from_image_progress="Copying image volume")
@@ -174,6 +182,7 @@ class InstanceService:
         if self.running(name) is not None:
             raise BadRequest(f"Instance {name!r} is already running")
         spec = self._launch_spec(inst)
+        self._last_launch = time.monotonic()
         await asyncio.to_thread(runtime.start, spec)
         db_instances.set_config_keys(self.state.db, name,
                                      {"volatile.last_state.power": "RUNNING"})
