@@ -314,9 +314,13 @@ def kill(paths: Paths) -> None:
         if os.path.exists(kill_file):
             try:
                 _write(kill_file, "1")
-                return
             except OSError:
-                pass
+                continue
+            # Killed tasks of a frozen cgroup (a v1 freezer on hybrid hosts) die only once
+            # thawed.
+            if is_frozen(paths):
+                set_frozen(paths, False, timeout=1.0)
+            return
     # v1 only: freeze so nothing forks while we kill, then thaw so the kills are delivered.
     frozen = False
     try:

@@ -163,3 +163,13 @@ def test_concurrent_execs_keep_their_own_streams_and_codes(daemon, box):
     for i, proc in enumerate(procs):
         out, err = proc.communicate(timeout=60)
         assert (proc.returncode, out, err) == (i, f"out-{i}\n", f"err-{i}\n")
+
+
+def test_force_delete_of_a_frozen_container(daemon, busybox_image):
+    daemon.ok("launch", busybox_image, "fz1")
+    daemon.ok("exec", "fz1", "--", "true")  # its exec server sits in the cgroups too
+    daemon.ok("pause", "fz1")
+    res = daemon.mc("stop", "fz1")
+    assert res.code == 1 and "frozen" in res.err
+    daemon.ok("delete", "--force", "fz1", timeout=30)
+    assert "fz1" not in [i["name"] for i in daemon.instances()]
