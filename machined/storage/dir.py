@@ -70,6 +70,9 @@ class DirPool:
             return
         tmp = self.temp_path(f"spare-{fingerprint[:12]}")
         copy_tree(source, tmp)
+        # Written back before it counts as ready: a launch that takes it must not boot behind
+        # this copy's dirty pages, and a crash must not leave a spare with holes.
+        run(["sync", "--file-system", os.fspath(tmp)])
         os.rename(tmp, self.spares / f"{fingerprint}.{uuid.uuid4().hex[:8]}")
 
     def rename(self, old: str, new: str) -> None:
