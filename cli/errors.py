@@ -17,3 +17,7 @@ class ApiError(CliError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UsageError(CliError):
+    """Wrong use of a command (exit 2, as click's usage errors)."""

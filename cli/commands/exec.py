@@ -2,89 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
 from cli.context import Env, pass_env
-from cli.params import local_name, parse_key_value, url_part
-
-VALUE_OPTIONS = {"--env", "--mode", "--user", "--group", "--cwd"}
-
-
-def insert_separator(args: list[str]) -> list[str]:
-    """Options may follow the instance name, but the command starts at the next word:
-    `exec c1 ls -la` is read as `exec c1 -- ls -la`."""
-    out: list[str] = []
-    positional = 0
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            return out + args[i:]
-        if arg.startswith("-") and arg != "-":
-            out.append(arg)
-            if arg in VALUE_OPTIONS and i + 1 < len(args):
-                out.append(args[i + 1])
-                i += 1
-            i += 1
-            continue
-        positional += 1
-        if positional == 2:
-            return out + ["--"] + args[i:]
-        out.append(arg)
-        i += 1
-    return out
-
-
-def choose_interactive(
-    mode: str,
-    force_interactive: bool,
-    force_noninteractive: bool,
-    disable_stdin: bool,
-    stdin_tty: bool,
-    stdout_tty: bool,
-) -> bool:
-    """lxc's rule: -t/-T or --mode decide; otherwise stdin AND stdout must both be TTYs."""
-    if force_interactive and force_noninteractive:
-        raise click.UsageError("You can't pass -t and -T at the same time")
-    if mode != "auto" and (force_interactive or force_noninteractive):
-        raise click.UsageError("You can't pass -t or -T at the same time as --mode")
-    if force_interactive or mode == "interactive":
-        return True
-    if force_noninteractive or mode == "non-interactive":
-        return False
-    return stdin_tty and stdout_tty and not disable_stdin
-
-
-def exec_request(
-    command: list[str],
-    env: tuple[str, ...],
-    interactive: bool,
-    width: int,
-    height: int,
-    user: int,
-    group: int,
-    cwd: str,
-    term: str | None,
-) -> dict[str, Any]:
-    environment: dict[str, str] = {}
-    if interactive and term:
-        environment["TERM"] = term
-    environment.update(parse_key_value(e, allow_bare=True) for e in env)
-    return {
-        "command": command,
-        "environment": environment,
-        "interactive": interactive,
-        "wait-for-websocket": True,
-        "record-output": False,
-        "width": width,
-        "height": height,
-        "user": user,
-        "group": group,
-        "cwd": cwd,
-    }
+from cli.errors import UsageError
+from cli.exec_core import insert_separator, run_exec
 
 
 class ExecCommand(click.Command):
@@ -131,28 +55,9 @@ def exec_cmd(
 
     There is no shell: use `sh -c "..."` for one.
     """
-    interactive = choose_interactive(
-        flags["mode"],
-        flags["force_interactive"],
-        flags["force_noninteractive"],
-        flags["disable_stdin"],
-        os.isatty(0),
-        os.isatty(1),
-    )
-    from cli.exec_session import Session, terminal_size
-
-    width, height = terminal_size()
-    body = exec_request(
-        list(command),
-        env_vars,
-        interactive,
-        width,
-        height,
-        flags["user"],
-        flags["group"],
-        flags["cwd"],
-        os.environ.get("TERM"),
-    )
-    client = env.client()
-    op = client.post(f"/1.0/instances/{url_part(local_name(name))}/exec", body, wait=False)
-    ctx.exit(Session(client, op).run(interactive, flags["disable_stdin"]))
+    params = {"name": name, "command": command, "env_vars": env_vars, **flags}
+    try:
+        code = run_exec(env.client(), params)
+    except UsageError as e:
+        raise click.UsageError(e.message) from None
+    ctx.exit(code)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 from click.testing import CliRunner
 
-from cli.commands.exec import choose_interactive, exec_request, insert_separator
+from cli.errors import UsageError
+from cli.exec_core import choose_interactive, exec_request, insert_separator
 from cli.main import cli
 
 
@@ -70,9 +70,9 @@ def test_choose_interactive(
 
 
 def test_choose_interactive_conflicts() -> None:
-    with pytest.raises(click.UsageError):
+    with pytest.raises(UsageError):
         choose_interactive("auto", True, True, False, True, True)
-    with pytest.raises(click.UsageError):
+    with pytest.raises(UsageError):
         choose_interactive("interactive", True, False, False, True, True)
 
 
@@ -97,3 +97,54 @@ def test_exec_request() -> None:
 def test_term_is_sent_only_when_interactive() -> None:
     body = exec_request(["true"], (), False, 80, 24, 0, 0, "", "xterm")
     assert body["environment"] == {}
+
+
+PARITY_CASES = [
+    ["c1", "--", "true"],
+    ["c1", "true"],
+    ["c1", "ls", "-la"],
+    ["local:c1", "--", "sh", "-c", "echo $A"],
+    ["c1", "--env", "A=1", "--env=B=2", "--user", "1000", "--group=10", "--cwd", "/tmp",
+     "--", "id"],
+    ["c1", "-t", "--", "bash"],
+    ["c1", "-T", "-n", "cat"],
+    ["c1", "--mode", "non-interactive", "--", "true"],
+    ["c1", "--mode=interactive", "bash"],
+    ["c1", "--force-interactive", "--disable-stdin", "--", "true", "--env", "X"],
+    ["--env", "A=1", "c1", "--", "env"],
+    ["c1", "--env", "NOVALUE", "--", "env"],
+]
+
+
+@pytest.mark.parametrize("argv", PARITY_CASES)
+def test_fast_exec_parser_agrees_with_click(argv):
+    """The click-free path of cli/entry.py must read arguments exactly as click does."""
+    from cli.commands.exec import exec_cmd
+    from cli.exec_core import parse_fast
+
+    fast = parse_fast(list(argv))
+    assert fast is not None, "a plain form fell back to click"
+    ctx = exec_cmd.make_context("exec", list(argv))
+    assert fast == ctx.params
+
+
+@pytest.mark.parametrize("argv", [
+    ["c1"], ["c1", "--"], ["--help"], ["c1", "-tn", "true"], ["c1", "--user", "root", "id"],
+    ["c1", "--mode", "weird", "true"], ["c1", "--bogus", "true"], ["-h"], [],
+    ["c1", "--user"],
+])
+def test_fast_exec_parser_leaves_anything_else_to_click(argv):
+    from cli.exec_core import parse_fast
+
+    assert parse_fast(list(argv)) is None
+
+
+def test_entry_module_imports_nothing_heavy():
+    import ast
+    from pathlib import Path
+
+    import cli.entry
+
+    tree = ast.parse(Path(cli.entry.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert [alias.name for n in top for alias in n.names] == ["sys"]
