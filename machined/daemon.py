@@ -60,8 +60,23 @@ def _recorder(state_holder: list[State]) -> object:
     return record
 
 
+def _refuse_if_running(path: Path) -> None:
+    """A live daemon answers on the socket; a stale socket file from a crash does not."""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise MachinedError(f"machined is already running on {path}")
+
+
 async def serve(paths: Paths) -> None:
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    _refuse_if_running(paths.socket)
     db = open_database(paths.database)
     holder: list[State] = []
     state = State(db=db, paths=paths, operations=Operations(_recorder(holder)))  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     mc_path = os.fspath(BIN / "mc")
+    machined_path = os.fspath(BIN / "machined")
 
     @property
     def socket(self) -> Path:

@@ -232,3 +232,12 @@ def test_spare_copy_is_made_ahead_used_by_create_and_removed_with_the_image(daem
     daemon.ok("delete", "sp1")
     daemon.ok("image", "delete", "tiny5")
     assert _wait_for(lambda: not list(spares.glob(f"{fp}.*")))
+
+
+def test_a_second_daemon_on_the_same_state_refuses_and_leaves_the_first_alone(daemon, api):
+    import subprocess
+
+    res = subprocess.run([daemon.machined_path], env=daemon.env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 1 and "already running" in res.stderr
+    assert api.get("/1.0")["api_version"] == "1.0"
