@@ -16,7 +16,7 @@ for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 # Image recipes use `apt-get download`, which needs package lists even when nothing is missing.
-if [ "${#missing[@]}" -gt 0 ] || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if [ "${#missing[@]}" -gt 0 ] || ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     apt-get update -qq
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
