@@ -12,13 +12,17 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from machined import runtime
 from machined.api.context import INSTANCES, STATE
 from machined.api.fdio import read_chunk, set_nonblocking, write_all
 from machined.api.operations import Operation, new_secret
 from machined.api.responses import async_response, json_body
 from machined.errors import BadRequest
 from machined.instances import model
+from machined.instances.service import ExecTarget, InstanceService
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from machined.runtime import ExecProcess
 
 routes = web.RouteTableDef()
 log = logging.getLogger("machined.exec")
@@ -34,9 +38,10 @@ def _int_field(body: dict[str, Any], key: str, default: int) -> int:
 
 
 class ExecSession:
-    def __init__(self, container: runtime.RunningContainer, argv: list[str],
+    def __init__(self, svc: InstanceService, container: ExecTarget, argv: list[str],
                  env: dict[str, str], uid: int, gid: int, cwd: str, interactive: bool,
                  width: int, height: int, with_websockets: bool) -> None:
+        self.svc = svc
         self.container = container
         self.argv, self.env, self.uid, self.gid, self.cwd = argv, env, uid, gid, cwd
         self.interactive, self.width, self.height = interactive, width, height
@@ -46,7 +51,7 @@ class ExecSession:
         self.all_connected = asyncio.Event()
         if not with_websockets:
             self.all_connected.set()
-        self.proc: runtime.ExecProcess | None = None
+        self.proc: ExecProcess | None = None
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
 
@@ -113,7 +118,7 @@ class ExecSession:
             self.finished.set()
             raise BadRequest("Timed out waiting for the exec websockets to connect") from None
         try:
-            self.proc = await runtime.exec(
+            self.proc = await self.svc.spawn_exec(
                 self.container, self.argv, self.env, self.uid, self.gid, self.cwd,
                 self.interactive, self.width, self.height)
         except BaseException:
@@ -184,7 +189,7 @@ async def exec_instance(request: web.Request) -> web.Response:
     env = model.exec_environment({str(k): str(v) for k, v in requested.items()},
                                  inst.expanded_config, uid)
     cwd = body.get("cwd") or env.get("HOME", "/")
-    session = ExecSession(container, command, env, uid, gid, cwd,
+    session = ExecSession(svc, container, command, env, uid, gid, cwd,
                           bool(body.get("interactive")), _int_field(body, "width", 80),
                           _int_field(body, "height", 24), bool(body.get("wait-for-websocket")))
     op = request.app[STATE].operations.start(

@@ -28,6 +28,9 @@ log = logging.getLogger("machined.instances")
 SPARE_QUIET_SECONDS = 10.0
 
 
+ExecTarget = runtime.RunningContainer
+
+
 @dataclass
 class Instance:
     record: db_instances.InstanceRecord
@@ -339,6 +342,12 @@ class InstanceService:
         if runtime.is_frozen(container):
             raise BadRequest(f"Instance {name!r} is frozen")
         return inst, container
+
+    async def spawn_exec(self, container: ExecTarget, argv: list[str], env: dict[str, str],
+                         uid: int, gid: int, cwd: str, interactive: bool, width: int,
+                         height: int) -> runtime.ExecProcess:
+        return await runtime.exec(container, argv, env, uid, gid, cwd, interactive, width,
+                                  height)
 
     # Daemon start
 
