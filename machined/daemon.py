@@ -4,7 +4,6 @@ that kept running, serve until told to stop. Stopping the daemon never stops con
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from aiohttp import web
 from machined.api.operations import Operation, Operations
 from machined.api.server import bind_unix_socket, build_app
 from machined.db import open_database
+from machined.db import operations as db_operations
 from machined.db import profiles as db_profiles
 from machined.errors import MachinedError
 from machined.instances.service import InstanceService
@@ -50,13 +50,19 @@ def seed_profiles(state: State) -> None:
         devices=data.get("devices") or {}))
 
 
+PRUNE_EVERY = 1000
+
+
 def _recorder(state_holder: list[State]) -> object:
+    recorded = 0
+
     def record(op: Operation) -> None:
-        state = state_holder[0]
-        state.db.execute(
-            "INSERT OR REPLACE INTO operations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [op.id, op.cls, op.description, op.status_code, json.dumps(op.resources), op.err,
-             op.created_at, op.updated_at])
+        nonlocal recorded
+        db = state_holder[0].db
+        db_operations.record(db, op.to_json())
+        recorded += 1
+        if recorded % PRUNE_EVERY == 0:
+            db_operations.prune(db)
     return record
 
 
@@ -81,6 +87,7 @@ async def serve(paths: Paths) -> None:
     holder: list[State] = []
     state = State(db=db, paths=paths, operations=Operations(_recorder(holder)))  # type: ignore[arg-type]
     holder.append(state)
+    db_operations.prune(db)
     seed_profiles(state)
     pool = DirPool(paths)
     pool.prepare()

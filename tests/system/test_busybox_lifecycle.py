@@ -173,3 +173,34 @@ def test_force_delete_of_a_frozen_container(daemon, busybox_image):
     assert res.code == 1 and "frozen" in res.err
     daemon.ok("delete", "--force", "fz1", timeout=30)
     assert "fz1" not in [i["name"] for i in daemon.instances()]
+
+
+def test_signals_to_mc_reach_the_command(daemon, box):
+    """Non-interactive: SIGTERM/SIGINT/SIGHUP to mc travel over the control socket."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([daemon.mc_path, "exec", box, "--", "sleep", "300"],
+                            env=daemon.env, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "sleep 300" not in daemon.ok("exec", box, "--", "ps"):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert "sleep 300" not in daemon.ok("exec", box, "--", "ps")
+
+
+def test_exec_runs_inside_the_containers_cgroups(daemon, box):
+    """Limits and freezing must apply to exec'd commands too."""
+    inside = daemon.ok("exec", box, "--", "cat", "/proc/self/cgroup")
+    init_pid = next(i for i in daemon.instances() if i["name"] == box)["state"]["pid"]
+    with open(f"/proc/{init_pid}/cgroup") as f:
+        init_cgroups = {line.split(":")[1]: line.split(":")[2] for line in f.read().splitlines()}
+    for line in inside.splitlines():
+        _, controllers, path = line.split(":", 2)
+        # Seen through the container's cgroup namespace: inside its own tree, never the host's.
+        assert not path.startswith("/.."), line
+    memory = next(line for line in inside.splitlines() if ":memory:" in line)
+    assert "memory" in init_cgroups and memory.split(":", 2)[2].startswith("/")

@@ -78,3 +78,14 @@ def test_backup_before_migrating_and_refuse_newer(tmp_path):
     conn.close()
     with pytest.raises(SchemaTooNew, match="newer machined"):
         open_database(path)
+
+
+def test_operation_history_is_pruned_after_a_week(db):
+    from machined.db import operations as db_operations
+
+    rows = [("old", "2000-01-01T00:00:00Z"), ("new", "2999-01-01T00:00:00Z")]
+    for op_id, when in rows:
+        db.execute("INSERT INTO operations VALUES (?, 'task', 'x', 200, '{}', '', ?, ?)",
+                   [op_id, when, when])
+    db_operations.prune(db)
+    assert [r[0] for r in db.execute("SELECT id FROM operations")] == ["new"]
