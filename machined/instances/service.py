@@ -20,7 +20,7 @@ from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
 from machined.errors import BadRequest, Conflict, Forbidden, NotFound
 from machined.images import store
-from machined.instances import model
+from machined.instances import model, templates
 from machined.state import State
 from machined.storage.dir import DirPool
 
@@ -167,6 +167,8 @@ class InstanceService:
                     created_at=created, description=request.get("description") or "",
                     ephemeral=bool(request.get("ephemeral")), config=full, devices=devices,
                     profiles=profiles))
+                revert.add(db_instances.delete, self.state.db, name)
+                await self._apply_templates(name, "create")
                 image.last_used_at = created
                 db_images.update(self.state.db, image)
                 revert.success()
@@ -184,6 +186,7 @@ class InstanceService:
         inst = self.load(name)
         if self.running(name) is not None:
             raise BadRequest(f"Instance {name!r} is already running")
+        await self._apply_templates(name, "start")
         spec = self._launch_spec(inst)
         self._last_launch = time.monotonic()
         await asyncio.to_thread(runtime.start, spec)
@@ -191,6 +194,14 @@ class InstanceService:
                                      {"volatile.last_state.power": "RUNNING"})
         db_instances.touch(self.state.db, name, store.now())
         log.info("Started instance %s", name)
+
+    async def _apply_templates(self, name: str, trigger: str) -> None:
+        inst = self.load(name)
+        written = await asyncio.to_thread(
+            templates.apply, self.state.paths.container(name), trigger, name,
+            inst.record.architecture, inst.expanded_config, inst.expanded_devices)
+        if written:
+            log.info("Rendered %s templates of %s: %s", trigger, name, ", ".join(written))
 
     def _launch_spec(self, inst: Instance) -> runtime.LaunchSpec:
         config = inst.expanded_config
