@@ -112,9 +112,15 @@ class InstanceService:
         container = self.running(name)
         status = "Stopped"
         pid, processes, memory, cpu = 0, 0, {"usage": 0, "usage_peak": 0}, {"usage": 0}
+        usage = None
         if container is not None:
-            status = "Frozen" if runtime.is_frozen(container) else "Running"
-            usage = runtime.usage(container)
+            try:
+                frozen = runtime.is_frozen(container)
+                usage = runtime.usage(container)
+            except FileNotFoundError:  # stopped between find() and the reads
+                usage = None
+        if container is not None and usage is not None:
+            status = "Frozen" if frozen else "Running"
             pid, processes = container.init_pid, usage.processes
             memory = {"usage": usage.memory_bytes, "usage_peak": usage.memory_peak,
                       "swap_usage": 0, "swap_usage_peak": 0}

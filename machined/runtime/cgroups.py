@@ -302,9 +302,12 @@ def is_frozen(paths: Paths) -> bool:
     if found is None:
         return False
     d, v2 = found
-    if v2:
-        return "frozen 1" in _read(os.path.join(d, "cgroup.events"))
-    return _read(os.path.join(d, "freezer.state")).strip() == "FROZEN"
+    try:
+        if v2:
+            return "frozen 1" in _read(os.path.join(d, "cgroup.events"))
+        return _read(os.path.join(d, "freezer.state")).strip() == "FROZEN"
+    except FileNotFoundError:
+        return False  # the container just stopped and its monitor removed the cgroup
 
 
 def kill(paths: Paths) -> None:
@@ -319,7 +322,10 @@ def kill(paths: Paths) -> None:
             # Killed tasks of a frozen cgroup (a v1 freezer on hybrid hosts) die only once
             # thawed.
             if is_frozen(paths):
-                set_frozen(paths, False, timeout=1.0)
+                try:
+                    set_frozen(paths, False, timeout=1.0)
+                except OSError:
+                    pass  # gone already: the kill went through
             return
     # v1 only: freeze so nothing forks while we kill, then thaw so the kills are delivered.
     frozen = False
