@@ -15,6 +15,7 @@ from aiohttp import web
 
 from machined.api.operations import Operation, Operations
 from machined.api.server import bind_unix_socket, build_app
+from machined.db import images as db_images
 from machined.db import open_database
 from machined.db import operations as db_operations
 from machined.db import profiles as db_profiles
@@ -94,6 +95,9 @@ async def serve(paths: Paths) -> None:
     instances = InstanceService(state, pool)
     alive = instances.recover()
     log.info("Found %d running container(s): %s", len(alive), ", ".join(alive) or "none")
+    for image in db_images.list_all(db):
+        if image.last_used_at:  # images that instances are made from keep a spare ready
+            instances.refill_spare(image.fingerprint)
 
     app = build_app(state, pool, instances)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -110,6 +114,7 @@ async def serve(paths: Paths) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("machined stopping (containers keep running)")
+    await instances.cancel_background()
     await runner.cleanup()
     paths.socket.unlink(missing_ok=True)
     db.close()

@@ -74,13 +74,19 @@ class InstanceService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def cancel_background(self) -> None:
+        """At daemon stop: background copies are only an optimisation."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _refill(self, fingerprint: str) -> None:
         try:
             # A copy competes with a booting container for the disk (I/O priorities do not
             # help under mq-deadline), so wait until launches have been quiet for a while.
             while (wait := self._last_launch + SPARE_QUIET_SECONDS - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            await asyncio.to_thread(self.pool.make_spare, fingerprint)
+            await self.pool.make_spare(fingerprint)
             # Not under the image lock (a launch must never wait for a refill), so the image
             # may have been deleted meanwhile: then its spare goes too.
             if not db_images.exists(self.state.db, fingerprint):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from machined.errors import Conflict, NotFound
 from machined.paths import Paths
-from machined.sys.run import CommandError, run
+from machined.sys.run import CommandError, run, run_async
 
 
 class DirPool:
@@ -63,16 +63,22 @@ class DirPool:
                 continue  # taken by a concurrent create
         return False
 
-    def make_spare(self, fingerprint: str) -> None:
-        """Copy the image volume into spares/ (via tmp/, renamed when complete)."""
+    async def make_spare(self, fingerprint: str) -> None:
+        """Copy the image volume into spares/ (via tmp/, renamed when complete). Async so
+        that a stopping daemon cancels it (killing cp) instead of waiting for it."""
         source = self.paths.image_volume(fingerprint)
         if any(self.spares.glob(f"{fingerprint}.*")) or not (source / "rootfs").is_dir():
             return
         tmp = self.temp_path(f"spare-{fingerprint[:12]}")
-        copy_tree(source, tmp)
-        # Written back before it counts as ready: a launch that takes it must not boot behind
-        # this copy's dirty pages, and a crash must not leave a spare with holes.
-        run(["sync", "--file-system", os.fspath(tmp)])
+        try:
+            await run_async(["cp", "-a", "--reflink=auto", "--no-target-directory",
+                             os.fspath(source), os.fspath(tmp)])
+            # Written back before it counts as ready: a launch that takes it must not boot
+            # behind this copy's dirty pages, and a crash must not leave a spare with holes.
+            await run_async(["sync", "--file-system", os.fspath(tmp)])
+        except BaseException:
+            remove_tree(tmp)
+            raise
         os.rename(tmp, self.spares / f"{fingerprint}.{uuid.uuid4().hex[:8]}")
 
     def rename(self, old: str, new: str) -> None:

@@ -30,10 +30,17 @@ def run(argv: Sequence[str], *, input: bytes | None = None, cwd: str | None = No
 
 async def run_async(argv: Sequence[str], *, input: bytes | None = None,
                     check: bool = True) -> tuple[int, bytes, bytes]:
+    """As run(); cancelling the caller kills the program (a daemon stopping must not wait)."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await proc.communicate(input)
+    try:
+        out, err = await proc.communicate(input)
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     rc = proc.returncode if proc.returncode is not None else -1
     if check and rc != 0:
         raise CommandError(argv, rc, out.decode(errors="replace"), err.decode(errors="replace"))
