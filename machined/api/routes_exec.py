@@ -29,12 +29,20 @@ log = logging.getLogger("machined.exec")
 CONNECT_TIMEOUT = 30.0
 
 
-def _int_field(body: dict[str, Any], key: str, default: int) -> int:
+def _int_field(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """Range-checked here: out-of-range numbers would otherwise fail deep in the exec server."""
     value = body.get(key, default)
     try:
-        return int(value if value not in (None, "") else default)
+        number = int(value if value not in (None, "") else default)
     except (TypeError, ValueError):
-        raise BadRequest(f"Exec field {key!r} must be a number, not {value!r}") from None
+        number = None
+    if number is None or not low <= number <= high or isinstance(value, bool):
+        raise BadRequest(f"Exec field {key!r} must be a number from {low} to {high}, "
+                         f"not {value!r}")
+    return number
+
+
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
 
 
 class ExecSession:
@@ -88,11 +96,12 @@ class ExecSession:
                 continue
             if command.get("command") == "window-resize":
                 args = command.get("args") or {}
-                with contextlib.suppress(ValueError, OSError):
-                    proc.resize(int(args.get("width", 0)), int(args.get("height", 0)))
+                with contextlib.suppress(ValueError, TypeError, OSError, BadRequest):
+                    proc.resize(_int_field(args, "width", 80, 1, 65535),
+                                _int_field(args, "height", 24, 1, 65535))
             elif command.get("command") == "signal":
-                with contextlib.suppress(ValueError, OSError, ProcessLookupError):
-                    proc.signal(int(command.get("signal", 15)))
+                with contextlib.suppress(ValueError, TypeError, OSError, BadRequest):
+                    proc.signal(_int_field(command, "signal", 15, 1, 64))
 
     async def _stdin_loop(self, ws: web.WebSocketResponse) -> None:
         await self.started.wait()
@@ -182,7 +191,7 @@ async def exec_instance(request: web.Request) -> web.Response:
             isinstance(a, str) for a in command):
         raise BadRequest("Exec needs a command: a non-empty list of strings")
     inst, container = svc.exec_target(name)
-    uid, gid = _int_field(body, "user", 0), _int_field(body, "group", 0)
+    uid, gid = _int_field(body, "user", 0, 0, MAX_ID), _int_field(body, "group", 0, 0, MAX_ID)
     requested = body.get("environment") or {}
     if not isinstance(requested, dict):
         raise BadRequest("Exec environment must be an object of strings")
@@ -190,8 +199,9 @@ async def exec_instance(request: web.Request) -> web.Response:
                                  inst.expanded_config, uid)
     cwd = body.get("cwd") or env.get("HOME", "/")
     session = ExecSession(svc, container, command, env, uid, gid, cwd,
-                          bool(body.get("interactive")), _int_field(body, "width", 80),
-                          _int_field(body, "height", 24), bool(body.get("wait-for-websocket")))
+                          bool(body.get("interactive")), _int_field(body, "width", 80, 1, 65535),
+                          _int_field(body, "height", 24, 1, 65535),
+                          bool(body.get("wait-for-websocket")))
     op = request.app[STATE].operations.start(
         "websocket", "Executing command", {"instances": [f"/1.0/instances/{name}"]},
         session.run)

@@ -56,8 +56,11 @@ async def _receive_raw(request: web.Request, pool: Any) -> store.Upload:
     try:
         async for chunk in request.content.iter_chunked(CHUNK):
             writer.write(chunk)
-    finally:
+    except BaseException:  # the client went away mid-upload: keep nothing of it
         writer.close()
+        path.unlink(missing_ok=True)
+        raise
+    writer.close()
     return store.Upload(meta=path, rootfs=None, fingerprint=writer.digest.hexdigest(),
                         size=writer.size)
 
@@ -102,6 +105,14 @@ async def create_image(request: web.Request) -> web.Response:
     if content_type == "application/json":
         raise BadRequest("Importing images from a source (remote, URL, instance) is not "
                          "supported yet: upload an image file instead")
+    # Headers are checked before the body is received: a refusal leaves nothing in tmp/.
+    public = _header(request, "public") in ("1", "true")
+    try:
+        properties = json.loads(_header(request, "properties") or "{}")
+    except ValueError:
+        properties = None
+    if not isinstance(properties, dict):
+        raise BadRequest("X-LXD-properties must be a JSON object")
     if content_type.startswith("multipart/"):
         upload = await _receive_multipart(request, pool)
     else:
@@ -113,13 +124,6 @@ async def create_image(request: web.Request) -> web.Response:
                 path.unlink(missing_ok=True)
         raise BadRequest(f"Image fingerprint doesn't match: got {upload.fingerprint}, "
                          f"expected {expected}")
-    public = _header(request, "public") in ("1", "true")
-    try:
-        properties = json.loads(_header(request, "properties") or "{}")
-    except ValueError:
-        properties = None
-    if not isinstance(properties, dict):
-        raise BadRequest("X-LXD-properties must be a JSON object")
 
     async def work(op: Operation) -> dict[str, Any]:
         rec = await store.register(state, pool, upload, public=public,

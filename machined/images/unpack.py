@@ -131,6 +131,17 @@ class _Extractor:
         self._fds[parts] = fd
         return fd
 
+    def _check_link(self, info: tarfile.TarInfo, parts: Parts,
+                    link_target: Parts | None) -> None:
+        if link_target is None or link_target not in self._made:
+            raise ImageFormatError(f"Hard link {info.name!r} points at {info.linkname!r}, "
+                                   "which is not an earlier file of this archive")
+        # A rootfs file linked to metadata.yaml or a template would let the container rewrite
+        # what the host reads and renders on every start.
+        if link_target[0] != parts[0]:
+            raise ImageFormatError(f"Hard link {info.name!r} points at {info.linkname!r}, "
+                                   "outside its own part of the image")
+
     def add(self, info: tarfile.TarInfo, parts: Parts, data: IO[bytes] | None,
             link_target: Parts | None) -> None:
         self._member = info.name
@@ -142,6 +153,11 @@ class _Extractor:
         if info.isdir():
             self._add_dir(info, parts)
             return
+        if info.islnk():
+            self._check_link(info, parts, link_target)
+            # The target's directory first: looking up `parent` after it could evict (close)
+            # the target's fd from the cache of open directories.
+            self._dir(link_target[:-1])  # type: ignore[index]
         parent, name = self._dir(parts[:-1]), parts[-1]
         self._clear(parent, name, parts)
         if info.isreg():
@@ -151,9 +167,7 @@ class _Extractor:
             self._own(None, info, parent, name)
             os.utime(name, ns=_ns(info), dir_fd=parent, follow_symlinks=False)
         elif info.islnk():
-            if link_target is None or link_target not in self._made:
-                raise ImageFormatError(f"Hard link {info.name!r} points at {info.linkname!r}, "
-                                       "which is not an earlier file of this archive")
+            assert link_target is not None
             target_parent = self._dir(link_target[:-1])
             os.link(link_target[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent,
                     follow_symlinks=False)

@@ -18,11 +18,17 @@ log = logging.getLogger("machined.templates")
 MAX_TEMPLATE = 1 << 20  # bytes read from templates/, and written per file
 
 
-def render(text: str, context: dict[str, Any], limit: int = MAX_TEMPLATE) -> str:
-    from jinja2 import TemplateError
-    from jinja2.sandbox import SandboxedEnvironment
+RENDER_CPU_SECONDS = 5
+RENDER_MEMORY = 1 << 30
+RENDER_TIMEOUT = 15.0
 
-    env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
+def render(text: str, context: dict[str, Any], limit: int = MAX_TEMPLATE) -> str:
+    """In-process rendering: only ever called in the limited child (render_isolated)."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
     try:
         out: list[str] = []
         size = 0
@@ -34,6 +40,49 @@ def render(text: str, context: dict[str, Any], limit: int = MAX_TEMPLATE) -> str
     except TemplateError as e:
         raise BadRequest(f"Template error: {e}") from None
     return "".join(out)
+
+
+def render_isolated(jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Render in a short-lived child under CPU, memory and time limits. The sandbox stops
+    templates reaching Python, not burning it: Jinja folds constants such as {{ 9**9**9 }}
+    while compiling, and big-integer maths never releases the GIL, so a hostile image would
+    otherwise freeze the daemon."""
+    import json
+    import sys
+
+    from machined.sys.run import CommandError, run
+
+    argv = ["prlimit", f"--cpu={RENDER_CPU_SECONDS}", f"--as={RENDER_MEMORY}", sys.executable,
+            "-I", "-m", "machined.instances.templates"]
+    try:
+        proc = run(argv, input=json.dumps(jobs).encode(), timeout=RENDER_TIMEOUT)
+    except CommandError as e:
+        reason = e.stderr.strip().splitlines()[-1] if e.stderr.strip() else ""
+        if reason.startswith("Error: "):
+            raise BadRequest(reason[len("Error: "):]) from None
+        raise BadRequest("Template rendering was stopped: it used more than "
+                         f"{RENDER_CPU_SECONDS} s of CPU, {RENDER_MEMORY >> 20} MiB or "
+                         f"{RENDER_TIMEOUT:g} s") from None
+    return list(json.loads(proc.stdout))
+
+
+def _render_main() -> int:
+    """Child side of render_isolated: jobs as JSON on stdin, texts as JSON on stdout."""
+    import json
+    import sys
+
+    jobs = json.loads(sys.stdin.buffer.read())
+    out = []
+    try:
+        for text, ctx in jobs:
+            config = ctx.get("config", {})
+            ctx["config_get"] = lambda key, default="", config=config: config.get(key, default)
+            out.append(render(text, ctx))
+    except BadRequest as e:
+        print(f"Error: {e.message}", file=sys.stderr)
+        return 1
+    json.dump(out, sys.stdout)
+    return 0
 
 
 def context(name: str, architecture: str, config: dict[str, str],
@@ -71,13 +120,17 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
         metadata = image_format.load_metadata(meta_path)
     except image_format.ImageFormatError as e:
         raise BadRequest(f"Invalid image metadata: {e}") from None
+    rules = [(path, rule) for path, rule in sorted(metadata.templates.items())
+             if trigger in rule.when]
+    if not rules:
+        return []
+    texts = render_isolated([
+        (_read_template(volume / "templates", rule.template),
+         _plain(context(name, architecture, config, devices, trigger, path,
+                        dict(rule.properties))))
+        for path, rule in rules])
     written = []
-    for path, rule in sorted(metadata.templates.items()):
-        if trigger not in rule.when:
-            continue
-        text = render(_read_template(volume / "templates", rule.template),
-                      context(name, architecture, config, devices, trigger, path,
-                              dict(rule.properties)))
+    for (path, rule), text in zip(rules, texts, strict=True):
         try:
             done = inroot.write_file(
                 os.fspath(volume / "rootfs"), path, text.encode(),
@@ -91,3 +144,12 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
         if done:
             written.append(path)
     return written
+
+
+def _plain(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of a context (the child adds config_get back)."""
+    return {k: v for k, v in ctx.items() if k != "config_get"}
+
+
+if __name__ == "__main__":
+    raise SystemExit(_render_main())

@@ -101,7 +101,10 @@ def run_child(cfg, stdio, slave):
 
 
 def enter(setup):
-    """Join the container: cgroups first (after setns we are no longer host root)."""
+    """Join the container: cgroups first (after setns we are no longer host root). Not
+    dumpable: container root must not ptrace us or our children before they exec (runc
+    CVE-2019-5736); execve makes each command dumpable again as usual."""
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
     for path in setup["cgroup_procs"]:
         fd = os.open(path, os.O_WRONLY)
         try:
@@ -174,14 +177,14 @@ class Server:
         if not data:
             self.hang_up()
             return
-        msg = marshal.loads(data)
-        if msg[0] == "run":
-            self.start(msg[1], msg[2], fds)
-        elif msg[0] == "signal" and msg[1] in self.by_id:
-            try:
+        try:
+            msg = marshal.loads(data)
+            if msg[0] == "run":
+                self.start(msg[1], msg[2], fds)
+            elif msg[0] == "signal" and msg[1] in self.by_id:
                 os.kill(self.by_id[msg[1]], msg[2])
-            except OSError:
-                pass
+        except Exception:
+            pass  # one bad request must not take down the other sessions
         for fd in fds:
             os.close(fd)
 
@@ -193,7 +196,7 @@ class Server:
             elif len(fds) != 3:
                 raise OSError(22, "three stdio fds are needed")
             pid = os.fork()
-        except OSError as e:
+        except Exception as e:
             for fd in (master, slave):
                 if fd >= 0:
                     os.close(fd)
@@ -227,7 +230,14 @@ class Server:
         self.send(("exit", exec_id, code))
 
 
+def _quiet_exit(*_args):
+    """After setns, a traceback would make Python open files in the container's filesystem
+    (source lines, codecs named by a coding cookie): die without printing anything."""
+    os._exit(1)
+
+
 def main():
+    sys.excepthook = _quiet_exit
     sock = _socket.socket(fileno=int(sys.argv[1]))
     # The daemon may die; we must not, while commands of ours still run.
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
@@ -242,4 +252,8 @@ def main():
 
 
 if __name__ == "__main__":
-    os._exit(main())
+    try:
+        code = main()
+    except BaseException:
+        code = 1
+    os._exit(code)

@@ -18,10 +18,13 @@ class CommandError(Exception):
 
 
 def run(argv: Sequence[str], *, input: bytes | None = None, cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(list(argv), input=input, cwd=cwd, env=env, capture_output=True,
-                          close_fds=True)
+        env: dict[str, str] | None = None, check: bool = True,
+        timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.run(list(argv), input=input, cwd=cwd, env=env, capture_output=True,
+                              close_fds=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
+        raise CommandError(argv, -9, "", f"timed out after {timeout} s") from None
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stdout.decode(errors="replace"),
                            proc.stderr.decode(errors="replace"))

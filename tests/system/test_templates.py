@@ -59,3 +59,40 @@ def test_only_if_missing(tree):
     (root / "etc/hostname").write_text("keep\n")
     assert not inroot.write_file(os.fspath(root), "/etc/hostname", b"x", only_if_missing=True)
     assert (root / "etc/hostname").read_text() == "keep\n"
+
+
+def _volume(tmp_path, template: str):
+    volume = tmp_path / "vol"
+    (volume / "rootfs/etc").mkdir(parents=True)
+    (volume / "templates").mkdir()
+    (volume / "templates/t.tpl").write_text(template)
+    (volume / "metadata.yaml").write_text(
+        "architecture: x86_64\ncreation_date: 1\ntemplates:\n"
+        "  /etc/out:\n    when: [create]\n    template: t.tpl\n")
+    return volume
+
+
+def test_templates_render_in_a_limited_child(tmp_path):
+    from machined.instances import templates
+
+    volume = _volume(tmp_path, "{{ instance.name }} {{ config_get('user.a', 'x') }}\n")
+    assert templates.apply(volume, "create", "c9", "x86_64", {"user.a": "A"}, {}) == ["/etc/out"]
+    assert (volume / "rootfs/etc/out").read_text() == "c9 A\n"
+
+
+@pytest.mark.parametrize("template", [
+    "{{ 9**(9**10) }}",  # folded while compiling: pure CPU in C, holds the GIL
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+])
+def test_hostile_templates_are_stopped_not_waited_for(tmp_path, template):
+    import time
+
+    from machined.errors import BadRequest
+    from machined.instances import templates
+
+    volume = _volume(tmp_path, template)
+    started = time.monotonic()
+    with pytest.raises(BadRequest, match="stopped"):
+        templates.apply(volume, "create", "c9", "x86_64", {}, {})
+    assert time.monotonic() - started < templates.RENDER_TIMEOUT + 5
+    assert not (volume / "rootfs/etc/out").exists()

@@ -307,3 +307,12 @@ def test_user_xattr_preserved(env: dict[str, Path]) -> None:
     except OSError:
         pytest.skip("the filesystem of tmp_path has no user xattrs")
     assert "trusted.overlay.opaque" not in os.listxattr(path)  # not restored on purpose
+
+
+@pytest.mark.parametrize("target", ["metadata.yaml", "templates/hosts.tpl"])
+def test_rootfs_hard_link_to_metadata_or_templates(env: dict[str, Path], target: str) -> None:
+    """Container root could otherwise rewrite what the host reads and renders at each start."""
+    members = [*base(), node("templates", tarfile.DIRTYPE), reg("templates/hosts.tpl", b"x"),
+               node("rootfs/etc", tarfile.DIRTYPE),
+               node("rootfs/etc/motd", tarfile.LNKTYPE, target)]
+    hostile(env, members, "outside its own part of the image")
