@@ -190,8 +190,10 @@ async def exec_instance(request: web.Request) -> web.Response:
     if not isinstance(command, list) or not command or not all(
             isinstance(a, str) for a in command):
         raise BadRequest("Exec needs a command: a non-empty list of strings")
-    inst, container = svc.exec_target(name)
     uid, gid = _int_field(body, "user", 0, 0, MAX_ID), _int_field(body, "group", 0, 0, MAX_ID)
+    width = _int_field(body, "width", 80, 1, 65535)
+    height = _int_field(body, "height", 24, 1, 65535)
+    inst, container = svc.exec_target(name)
     requested = body.get("environment") or {}
     if not isinstance(requested, dict):
         raise BadRequest("Exec environment must be an object of strings")
@@ -199,8 +201,7 @@ async def exec_instance(request: web.Request) -> web.Response:
                                  inst.expanded_config, uid)
     cwd = body.get("cwd") or env.get("HOME", "/")
     session = ExecSession(svc, container, command, env, uid, gid, cwd,
-                          bool(body.get("interactive")), _int_field(body, "width", 80, 1, 65535),
-                          _int_field(body, "height", 24, 1, 65535),
+                          bool(body.get("interactive")), width, height,
                           bool(body.get("wait-for-websocket")))
     op = request.app[STATE].operations.start(
         "websocket", "Executing command", {"instances": [f"/1.0/instances/{name}"]},

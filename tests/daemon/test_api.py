@@ -241,3 +241,11 @@ def test_a_second_daemon_on_the_same_state_refuses_and_leaves_the_first_alone(da
                          text=True, timeout=60)
     assert res.returncode == 1 and "already running" in res.stderr
     assert api.get("/1.0")["api_version"] == "1.0"
+
+
+@pytest.mark.parametrize("field,value", [("width", 70000), ("height", 0), ("user", -1),
+                                         ("group", 2**32), ("user", "root"), ("width", True)])
+def test_exec_fields_are_range_checked(api, field, value):
+    with pytest.raises(ApiError) as e:
+        api.post("/1.0/instances/nope/exec", {"command": ["true"], field: value}, wait=False)
+    assert e.value.status == 400 and field in str(e.value)
