@@ -11,14 +11,10 @@ from aiohttp import web
 
 from machined.api import routes_exec, routes_images, routes_instances, routes_server
 from machined.api.context import INSTANCES, POOL, STATE
-from machined.api.responses import error, error_middleware
+from machined.api.responses import error_middleware
 from machined.instances.service import InstanceService
 from machined.state import State
 from machined.storage.dir import DirPool
-
-
-async def _not_found(request: web.Request) -> web.Response:
-    return error(f"Not found: {request.method} {request.path}", 404)
 
 
 def build_app(state: State, pool: DirPool, instances: InstanceService) -> web.Application:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +14,6 @@ from machined.db import images as db_images
 from machined.errors import BadRequest, Conflict, NotFound
 from machined.state import State
 from machined.storage.dir import DirPool, remove_tree
-
-_HEX = set("0123456789abcdef")
 
 
 @dataclass
@@ -50,10 +47,6 @@ class HashingWriter:
 
 def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def is_fingerprint(text: str) -> bool:
-    return len(text) == 64 and set(text) <= _HEX
 
 
 def resolve(state: State, name: str) -> db_images.ImageRecord:
@@ -151,7 +144,3 @@ async def ensure_volume(state: State, pool: DirPool, record: db_images.ImageReco
         else:
             await asyncio.to_thread(unpack.unpack_unified, meta, tmp)
         os.rename(tmp, state.paths.image_volume(fp))
-
-
-def disk_free(path: Path) -> int:
-    return shutil.disk_usage(path).free

@@ -21,6 +21,7 @@ from machined.db import profiles as db_profiles
 from machined.errors import BadRequest, Conflict, Forbidden, NotFound
 from machined.images import store
 from machined.instances import model, templates
+from machined.runtime import rootfs as inroot
 from machined.state import State
 from machined.storage.dir import DirPool
 
@@ -232,7 +233,8 @@ class InstanceService:
         logs = self.state.paths.logs(name)
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         limits = model.runtime_limits(config, _host_memory())
-        init = model.resolve_in_rootfs(lambda p: _readlink_under(rootfs, p), "/sbin/init")
+        init = model.resolve_in_rootfs(lambda p: inroot.read_link(os.fspath(rootfs), p),
+                                       "/sbin/init")
         return runtime.LaunchSpec(
             name=name, rootfs=os.fspath(rootfs), hostname=name, init=["/sbin/init"],
             environment=env, privileged=privileged, uid_map=uid_map, gid_map=gid_map,
@@ -381,14 +383,6 @@ class InstanceService:
             if self.running(name) is not None:
                 alive.append(name)
         return alive
-
-
-def _readlink_under(rootfs: os.PathLike[str], path: str) -> str | None:
-    """readlink of an already-resolved path inside the rootfs (its parents hold no links)."""
-    try:
-        return os.readlink(os.path.join(rootfs, path.lstrip("/")))
-    except OSError:
-        return None
 
 
 def _host_memory() -> int:

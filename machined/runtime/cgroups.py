@@ -13,7 +13,6 @@ import signal
 import time
 from dataclasses import dataclass
 
-ROOT = "/sys/fs/cgroup"
 UNIFIED = "unified"
 SYSTEMD = "name=systemd"
 # Files a delegated cgroup2 subtree owner needs (see cgroup-v2.rst "Delegation Containment").

@@ -11,11 +11,8 @@ from machined.runtime import linux
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
 
-def write_file(rootfs: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0,
-               gid: int = 0, only_if_missing: bool = False) -> bool:
-    """Write `path` (as the container sees it) atomically: a temporary file in the same
-    directory, then a rename over the target, which replaces even a symlink without following
-    it. Returns False when only_if_missing and the path exists. The parent must exist."""
+def _open_parent(rootfs: str, path: str) -> tuple[int, str]:
+    """(fd of the parent directory resolved inside rootfs, last component)."""
     parent_path, name = os.path.split("/" + path.lstrip("/"))
     if name in ("", ".", ".."):
         raise OSError(22, f"Not a file path: {path}")
@@ -25,6 +22,29 @@ def write_file(rootfs: str, path: str, data: bytes, *, mode: int = 0o644, uid: i
                                os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, _RESOLVE)
     finally:
         os.close(root)
+    return parent, name
+
+
+def read_link(rootfs: str, path: str) -> str | None:
+    """The target of `path` if it is a symlink (its parents resolved inside rootfs)."""
+    try:
+        parent, name = _open_parent(rootfs, path)
+    except OSError:
+        return None
+    try:
+        return os.readlink(name, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+
+
+def write_file(rootfs: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0,
+               gid: int = 0, only_if_missing: bool = False) -> bool:
+    """Write `path` (as the container sees it) atomically: a temporary file in the same
+    directory, then a rename over the target, which replaces even a symlink without following
+    it. Returns False when only_if_missing and the path exists. The parent must exist."""
+    parent, name = _open_parent(rootfs, path)
     try:
         if only_if_missing:
             try:

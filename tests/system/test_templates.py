@@ -96,3 +96,14 @@ def test_hostile_templates_are_stopped_not_waited_for(tmp_path, template):
         templates.apply(volume, "create", "c9", "x86_64", {}, {})
     assert time.monotonic() - started < templates.RENDER_TIMEOUT + 5
     assert not (volume / "rootfs/etc/out").exists()
+
+
+def test_read_link_resolves_parents_inside_the_rootfs(tree):
+    root, outside = tree
+    (outside / "init").symlink_to("/host/secret/init")
+    (root / "sbin").symlink_to(os.fspath(outside))  # absolute: means <rootfs><outside> inside
+    assert inroot.read_link(os.fspath(root), "/sbin/init") is None
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/init").symlink_to("../lib/systemd/systemd")
+    assert inroot.read_link(os.fspath(root), "/usr/sbin/init") == "../lib/systemd/systemd"
+    assert inroot.read_link(os.fspath(root), "/usr/sbin") is None  # a directory, not a link
