@@ -124,7 +124,9 @@ class InstanceService:
             try:
                 frozen = runtime.is_frozen(container)
                 usage = runtime.usage(container)
-            except FileNotFoundError:  # stopped between find() and the reads
+            except OSError as e:  # stopped between find() and the reads
+                if e.errno not in runtime.CGROUP_GONE:
+                    raise
                 usage = None
         if container is not None and usage is not None:
             status = "Frozen" if frozen else "Running"

@@ -12,39 +12,20 @@ from typing import Any
 
 from machined.errors import BadRequest
 from machined.images import format as image_format
+from machined.instances.render import MAX_TEMPLATE, render
 from machined.runtime import rootfs as inroot
 
+__all__ = ["apply", "context", "render", "render_isolated"]
 log = logging.getLogger("machined.templates")
-MAX_TEMPLATE = 1 << 20  # bytes read from templates/, and written per file
-
 
 RENDER_CPU_SECONDS = 5
 RENDER_MEMORY = 1 << 30
 RENDER_TIMEOUT = 15.0
 
 
-def render(text: str, context: dict[str, Any], limit: int = MAX_TEMPLATE) -> str:
-    """In-process rendering: only ever called in the limited child (render_isolated)."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-    try:
-        out: list[str] = []
-        size = 0
-        for chunk in env.from_string(text).generate(**context):
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(f"Template output is larger than {limit} bytes")
-            out.append(chunk)
-    except TemplateError as e:
-        raise BadRequest(f"Template error: {e}") from None
-    return "".join(out)
-
-
 def render_isolated(jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Render in a short-lived child under CPU, memory and time limits. The sandbox stops
-    templates reaching Python, not burning it: Jinja folds constants such as {{ 9**9**9 }}
+    templates reaching Python, not burning it: Jinja folds constants such as {{ 9**(9**10) }}
     while compiling, and big-integer maths never releases the GIL, so a hostile image would
     otherwise freeze the daemon."""
     import json
@@ -53,7 +34,7 @@ def render_isolated(jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     from machined.sys.run import CommandError, run
 
     argv = ["prlimit", f"--cpu={RENDER_CPU_SECONDS}", f"--as={RENDER_MEMORY}", sys.executable,
-            "-I", "-m", "machined.instances.templates"]
+            "-I", "-m", "machined.instances.render"]
     try:
         proc = run(argv, input=json.dumps(jobs).encode(), timeout=RENDER_TIMEOUT)
     except CommandError as e:
@@ -64,25 +45,6 @@ def render_isolated(jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
                          f"{RENDER_CPU_SECONDS} s of CPU, {RENDER_MEMORY >> 20} MiB or "
                          f"{RENDER_TIMEOUT:g} s") from None
     return list(json.loads(proc.stdout))
-
-
-def _render_main() -> int:
-    """Child side of render_isolated: jobs as JSON on stdin, texts as JSON on stdout."""
-    import json
-    import sys
-
-    jobs = json.loads(sys.stdin.buffer.read())
-    out = []
-    try:
-        for text, ctx in jobs:
-            config = ctx.get("config", {})
-            ctx["config_get"] = lambda key, default="", config=config: config.get(key, default)
-            out.append(render(text, ctx))
-    except BadRequest as e:
-        print(f"Error: {e.message}", file=sys.stderr)
-        return 1
-    json.dump(out, sys.stdout)
-    return 0
 
 
 def context(name: str, architecture: str, config: dict[str, str],
@@ -149,7 +111,3 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
 def _plain(ctx: dict[str, Any]) -> dict[str, Any]:
     """The JSON-able part of a context (the child adds config_get back)."""
     return {k: v for k, v in ctx.items() if k != "config_get"}
-
-
-if __name__ == "__main__":
-    raise SystemExit(_render_main())

@@ -3,6 +3,7 @@
 See docs/ARCHITECTURE.md "Runtime contract". The daemon uses only what is re-exported here.
 """
 
+from machined.runtime.cgroups import GONE as CGROUP_GONE
 from machined.runtime.container import (
     RunningContainer,
     RuntimeFailure,
@@ -19,7 +20,8 @@ from machined.runtime.execproc import ExecProcess, exec
 from machined.runtime.spec import LaunchSpec, build_spec, default_idmap, stop_signal_for
 
 __all__ = [
-    "ExecProcess", "LaunchSpec", "RunningContainer", "RuntimeFailure", "Usage", "build_spec",
+    "CGROUP_GONE", "ExecProcess", "LaunchSpec", "RunningContainer", "RuntimeFailure", "Usage",
+    "build_spec",
     "default_idmap", "exec", "find", "freeze", "is_frozen", "start", "stop", "stop_signal_for",
     "thaw", "usage",
 ]

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 
 UNIFIED = "unified"
+# A cgroup removed under us: ENOENT when opening its files, ENODEV when reading an open one.
+GONE = (errno.ENOENT, errno.ENODEV)
 SYSTEMD = "name=systemd"
 # Files a delegated cgroup2 subtree owner needs (see cgroup-v2.rst "Delegation Containment").
 V2_DELEGATE = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
@@ -305,8 +307,10 @@ def is_frozen(paths: Paths) -> bool:
         if v2:
             return "frozen 1" in _read(os.path.join(d, "cgroup.events"))
         return _read(os.path.join(d, "freezer.state")).strip() == "FROZEN"
-    except FileNotFoundError:
-        return False  # the container just stopped and its monitor removed the cgroup
+    except OSError as e:
+        if e.errno in GONE:  # the container just stopped and its monitor removed the cgroup
+            return False
+        raise
 
 
 def kill(paths: Paths) -> None:
