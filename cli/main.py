@@ -18,9 +18,11 @@ from cli.errors import CliError
 from cli.lazy import LazyGroup
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("cli.commands.config:config", "Manage instance and server configuration"),
     "console": ("cli.commands.console:console", "Show an instance's console log"),
     "delete": ("cli.commands.delete:delete", "Delete instances and snapshots"),
     "exec": ("cli.commands.exec:exec_cmd", "Run a command in an instance"),
+    "file": ("cli.commands.file:file_group", "Manage files in instances"),
     "image": ("cli.commands.image:image", "Manage images"),
     "info": ("cli.commands.info:info", "Show instance or server information"),
     "init": ("cli.commands.create:init", "Create instances from images"),
@@ -29,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "move": ("cli.commands.rename:move", "Rename instances (local moves only)"),
     "operation": ("cli.commands.operation:operation", "List, show and cancel operations"),
     "pause": ("cli.commands.action:pause", "Pause (freeze) instances"),
+    "profile": ("cli.commands.profile:profile", "Manage profiles"),
     "rename": ("cli.commands.rename:rename", "Rename instances and snapshots"),
     "restart": ("cli.commands.action:restart", "Restart instances"),
     "resume": ("cli.commands.action:resume", "Resume (unfreeze) instances"),

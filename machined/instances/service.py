@@ -359,6 +359,12 @@ class InstanceService:
                 rec.ephemeral = bool(put["ephemeral"])
             db_instances.update(self.state.db, rec)
 
+    async def apply_config(self, name: str) -> None:
+        """Apply the live-updatable parts of `name`'s expanded config (limits) to its running
+        container; called after the instance or one of its profiles changed. No-op when
+        stopped. (Filled in by the limits work of issue 3.)"""
+        return None
+
     # Exec
 
     def exec_target(self, name: str) -> tuple[Instance, runtime.RunningContainer]:
