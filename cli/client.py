@@ -270,6 +270,113 @@ class Client:
         return dict(op)
 
 
+    # -- streamed file transfers (mc file push/pull) -------------------------------------
+    def upload(
+        self,
+        path: str,
+        source: BinaryIO,
+        length: int | None,
+        headers: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """POST a body streamed from `source`: sendfile(2) from a regular file of known length,
+        else chunked transfer encoding (stdin, pipes). Never holds the body in memory.
+        Returns the envelope; an error raises ApiError."""
+        start = source.tell() if length is not None and source.seekable() else None
+        for attempt in (0, 1):
+            if self.sock is not None and start is None:
+                self.close()  # an unseekable body cannot be resent: never risk a stale socket
+            reused = self.sock is not None
+            try:
+                resp = self._upload_once(path, source, length, headers or {}, progress)
+                break
+            except (ConnectionResetError, BrokenPipeError) as e:
+                self.close()
+                if not reused or attempt or start is None:
+                    raise CliError(f"Lost the connection to machined: {e}") from None
+                source.seek(start)
+            except BaseException:
+                self.close()  # a half-sent request leaves the connection unusable
+                raise
+        if resp.status >= 400:
+            raise error_from(resp)
+        envelope = resp.json()
+        if isinstance(envelope, dict) and envelope.get("type") == "error":
+            raise ApiError(str(envelope.get("error")), int(envelope.get("error_code") or 400))
+        return envelope if isinstance(envelope, dict) else {}
+
+    def _upload_once(
+        self,
+        path: str,
+        source: BinaryIO,
+        length: int | None,
+        headers: dict[str, str],
+        progress: Progress | None,
+    ) -> Response:
+        sock, rfile = self._connect()
+        head = [f"POST {path} HTTP/1.1", "Host: localhost", "User-Agent: mc"]
+        if "Content-Type" not in headers:
+            head.append("Content-Type: application/octet-stream")
+        head.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        self._log(f"POST {path} {headers}")
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        try:
+            if length is None:
+                _send_chunked(sock, source, progress)
+            else:
+                _send_file(sock, source, length, progress)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # machined refused early: its error response is read next
+        finally:
+            if progress is not None:
+                progress.finish()
+        status, reason, rheaders = read_head(rfile)
+        payload = read_body(rfile, rheaders, "POST", status)
+        self._log(f"  -> {status} {payload[:2000].decode(errors='replace')}")
+        if rheaders.get("connection", "").lower() == "close":
+            self.close()
+        return Response(status, reason, rheaders, payload)
+
+    def download(self, path: str, sink: Any, progress: Progress | None = None) -> Response:
+        """GET whose body, when it is raw file data, is streamed into what `sink(headers)`
+        returns (a binary file object); sink may return None to get the body in memory
+        instead (symlink targets). JSON bodies (directory listings) stay in memory. An HTTP
+        error raises ApiError."""
+        for attempt in (0, 1):
+            reused = self.sock is not None
+            sock, rfile = self._connect()
+            try:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: mc\r\n\r\n"
+                             .encode("latin-1"))
+                status, reason, headers = read_head(rfile)
+                break
+            except (ConnectionResetError, BrokenPipeError) as e:
+                self.close()
+                if not reused or attempt:
+                    raise CliError(f"Lost the connection to machined: {e}") from None
+        self._log(f"GET {path} -> {status}")
+        out = None
+        raw_data = not headers.get("content-type", "").startswith("application/json")
+        if status < 400 and raw_data and "content-length" in headers:
+            out = sink(headers)
+        try:
+            if out is None:
+                body = read_body(rfile, headers, "GET", status)
+            else:
+                body = b""
+                _copy_body(rfile, out, int(headers["content-length"]), progress)
+        except BaseException:
+            self.close()  # a body left half-read leaves the connection unusable
+            raise
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        resp = Response(status, reason, headers, body)
+        if status >= 400:
+            raise error_from(resp)
+        return resp
+
+
 def check_operation(op: Any) -> None:
     if isinstance(op, dict) and op.get("status_code") in (400, 401):
         raise ApiError(str(op.get("err") or f"Operation {op.get('status', 'failed')}"), 400)
@@ -285,3 +392,49 @@ def error_from(resp: Response) -> ApiError:
     text = resp.body.decode(errors="replace").strip().splitlines()
     detail = text[0][:200] if text else resp.reason
     return ApiError(f"machined answered HTTP {resp.status}: {detail}", resp.status)
+
+
+TRANSFER_CHUNK = 1 << 20
+SENDFILE_SLICE = 8 << 20  # progress is updated between sendfile calls
+
+
+def _send_file(
+    sock: socket.socket, source: BinaryIO, length: int, progress: Progress | None
+) -> None:
+    """Exactly `length` bytes of a regular file, zero-copy."""
+    offset = source.tell()
+    sent = 0
+    while sent < length:
+        n = sock.sendfile(source, offset + sent, min(SENDFILE_SLICE, length - sent))
+        if n == 0:
+            raise CliError("A file changed size while it was being uploaded")
+        sent += n
+        if progress is not None:
+            progress.update(n)
+
+
+def _send_chunked(sock: socket.socket, source: BinaryIO, progress: Progress | None) -> None:
+    read = getattr(source, "read1", source.read)  # send what a pipe has, don't wait to fill
+    while chunk := read(TRANSFER_CHUNK):
+        sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        if progress is not None:
+            progress.update(len(chunk))
+    sock.sendall(b"0\r\n\r\n")
+
+
+def _copy_body(rfile: BinaryIO, out: BinaryIO, length: int, progress: Progress | None) -> None:
+    try:
+        buf = bytearray(TRANSFER_CHUNK)
+        view = memoryview(buf)
+        left = length
+        while left:
+            n = rfile.readinto(view[: min(left, TRANSFER_CHUNK)])  # type: ignore[attr-defined]
+            if not n:
+                raise ConnectionResetError("connection closed by machined mid-transfer")
+            out.write(view[:n])
+            left -= n
+            if progress is not None:
+                progress.update(n)
+    finally:
+        if progress is not None:
+            progress.finish()

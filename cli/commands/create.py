@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from cli.context import Env, pass_env
+from cli.errors import CliError
 from cli.params import local_name, parse_key_values, parse_remote
 
 
@@ -33,6 +34,8 @@ def create_request(
     }
     if name:
         body["name"] = name
+    if no_profiles and profiles:
+        raise CliError("--no-profiles can't be used together with --profile")
     if no_profiles:
         body["profiles"] = []
     elif profiles:

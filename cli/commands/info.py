@@ -32,6 +32,9 @@ def format_info(inst: dict[str, Any], state: dict[str, Any]) -> str:
     resources = _resources(state)
     if resources:
         lines += ["", "Resources:", *resources]
+    limits = _limits(inst)
+    if limits:
+        lines += ["", "Limits:", *limits]
     snapshots = inst.get("snapshots") or []
     if snapshots:
         rows = [
@@ -60,6 +63,10 @@ def _resources(state: dict[str, Any]) -> list[str]:
         out += ["  Memory usage:", f"    Memory (current): {format_bytes(memory['usage'])}"]
         if memory.get("usage_peak"):
             out.append(f"    Memory (peak): {format_bytes(memory['usage_peak'])}")
+        if memory.get("total"):
+            out.append(f"    Memory (limit): {format_bytes(memory['total'])}")
+        if memory.get("swap_usage"):
+            out.append(f"    Swap (current): {format_bytes(memory['swap_usage'])}")
     network = {k: v for k, v in (state.get("network") or {}).items() if k != "lo"}
     if network:
         out.append("  Network usage:")
@@ -67,6 +74,12 @@ def _resources(state: dict[str, Any]) -> list[str]:
             out.append(f"    {iface}:")
             out += _iface(net)
     return out
+
+
+def _limits(inst: dict[str, Any]) -> list[str]:
+    """The limits.* keys in effect (profiles applied)."""
+    config = inst.get("expanded_config") or inst.get("config") or {}
+    return [f"  {k}: {v}" for k, v in sorted(config.items()) if k.startswith("limits.") and v]
 
 
 def _iface(net: dict[str, Any]) -> list[str]:

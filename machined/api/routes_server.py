@@ -43,22 +43,29 @@ async def server_info(request: web.Request) -> web.Response:
 
 
 async def _update_config(request: web.Request, patch: bool) -> web.Response:
+    """PUT replaces the server config, PATCH merges into it; an empty or null value unsets a
+    key. Everything is validated before anything is stored."""
     state = request.app[STATE]
     body = await json_body(request)
     config = body.get("config")
     if not isinstance(config, dict):
-        raise BadRequest("Server update needs a config object")
-    new = {str(k): str(v) for k, v in config.items() if v not in (None, "")}
-    validate_server_config(new)
-    if patch:
-        merged = settings.get_all(state.db)
-        merged.update(new)
-        for key, value in config.items():
-            if value in (None, ""):
-                merged.pop(key, None)
-        new = merged
-    settings.replace(state.db, new)
+        raise BadRequest("Server update needs a config object, e.g. {\"config\": "
+                         "{\"images.auto_update_interval\": \"24\"}}")
+    values = {str(k): _text(v) for k, v in config.items()}
+    validate_server_config(values)
+    merged = settings.get_all(state.db) if patch else {}
+    merged.update(values)
+    settings.replace(state.db, {k: v for k, v in merged.items() if v != ""})
     return sync()
+
+
+def _text(value: object) -> str:
+    """Config values are strings; accept JSON numbers and booleans as their text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @routes.put("/1.0")

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from machined.api import routes_exec, routes_images, routes_instances, routes_server
+from machined.api import (
+    routes_exec,
+    routes_files,
+    routes_images,
+    routes_instances,
+    routes_profiles,
+    routes_server,
+)
 from machined.api.context import INSTANCES, POOL, STATE
 from machined.api.responses import error_middleware
 from machined.instances.service import InstanceService
@@ -23,8 +30,9 @@ def build_app(state: State, pool: DirPool, instances: InstanceService) -> web.Ap
     app[POOL] = pool
     app[INSTANCES] = instances
     for table in (routes_server.routes, routes_instances.routes, routes_exec.routes,
-                  routes_images.alias_routes, routes_images.routes):
+                  routes_images.alias_routes, routes_images.routes, routes_profiles.routes):
         app.add_routes(table)
+    app.add_routes(routes_files.routes)
     return app
 
 

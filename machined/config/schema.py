@@ -1,5 +1,6 @@
-"""The tables of configuration keys. One row per key: type, default, validator, whether a
-running instance takes a change live, and a line of documentation."""
+"""The tables of configuration keys: one row per key with its type, default, validator, whether
+a running instance takes a change at once (live) and a line of documentation. docs/config.md is
+generated from these tables (python -m machined.config.docs)."""
 
 from __future__ import annotations
 
@@ -16,59 +17,126 @@ class ConfigKey:
     validator: v.Validator
     live_update: bool
     doc: str
+    later: str = ""  # set when the key is stored and validated but acted on by later work
 
 
-def _key(name: str, type_: str, default: str, validator: v.Validator, live: bool,
-         doc: str) -> tuple[str, ConfigKey]:
-    return name, ConfigKey(name, type_, default, validator, live, doc)
+def _table(*rows: ConfigKey) -> dict[str, ConfigKey]:
+    return {row.name: row for row in rows}
 
 
-INSTANCE_KEYS: dict[str, ConfigKey] = dict([
-    _key("boot.autostart", "bool", "", v.any_of(v.is_bool, v.one_of("last-state")), True,
-         "Start the instance when the daemon starts (unset: only if it was running)."),
-    _key("boot.autostart.delay", "integer", "0", v.is_int, True,
-         "Seconds to wait after this instance started before starting the next one."),
-    _key("boot.autostart.priority", "integer", "0", v.is_int, True,
-         "Autostart order: higher starts first."),
-    _key("boot.stop.priority", "integer", "0", v.is_int, True,
-         "Shutdown order: higher stops first."),
-    _key("boot.host_shutdown_timeout", "integer", "30", v.is_int, True,
-         "Seconds to wait for a clean shutdown before killing the instance."),
-    _key("limits.cpu", "string", "", v.is_cpu_limit, True,
-         "Number of CPUs (2) or a CPU set (0-3,7)."),
-    _key("limits.memory", "string", "", v.is_memory_limit, True,
-         "Memory limit: a size (512MiB) or a percentage of host memory (50%)."),
-    _key("limits.processes", "integer", "", v.is_uint, True,
-         "Maximum number of processes in the instance."),
-    _key("security.privileged", "bool", "false", v.is_bool, False,
-         "Run without a user namespace (container root is host root)."),
-    _key("security.nesting", "bool", "false", v.is_bool, False,
-         "Allow running containers inside the instance."),
-    _key("security.protection.delete", "bool", "false", v.is_bool, True,
-         "Refuse to delete the instance."),
-    _key("security.idmap.base", "integer", "", v.is_uint, False,
-         "First host id of the instance's id map."),
-    _key("security.idmap.size", "integer", "", v.is_uint, False,
-         "Number of ids in the instance's id map."),
-])
+K = ConfigKey
+_AUTOSTART = "autostart is not implemented"
+_SNAPSHOTS = "scheduled snapshots are not implemented"
+_IDMAP = "every container gets the default id map"
 
-# Namespaces whose keys are free-form; validated by value only.
-INSTANCE_NAMESPACES: dict[str, v.Validator] = {
-    "user.": v.is_any,
-    "environment.": v.no_newline,
-    "image.": v.is_any,
+INSTANCE_KEYS: dict[str, ConfigKey] = _table(
+    K("boot.autostart", "bool", "", v.any_of(v.is_bool, v.one_of("last-state")), True,
+      "Start the instance when the daemon starts; unset or last-state: only if it was "
+      "running when the daemon stopped.", _AUTOSTART),
+    K("boot.autostart.delay", "integer", "0", v.is_uint, True,
+      "Seconds to wait after this instance started before starting the next one.", _AUTOSTART),
+    K("boot.autostart.priority", "integer", "0", v.is_int, True,
+      "Autostart order: higher starts first.", _AUTOSTART),
+    K("boot.host_shutdown_timeout", "integer", "30", v.is_uint, True,
+      "Seconds to wait for a clean shutdown at daemon shutdown before killing the instance.",
+      "the daemon leaves instances running when it stops"),
+    K("boot.stop.priority", "integer", "0", v.is_int, True,
+      "Shutdown order at daemon shutdown: higher stops first.",
+      "the daemon leaves instances running when it stops"),
+    K("limits.cpu", "string", "", v.is_cpu_limit, True,
+      "CPUs the instance may run on: a count (2: the first 2 CPUs available to machined) or a "
+      "CPU set (0-1,3). Pinned with the cpuset controller; `nproc` inside shows it."),
+    K("limits.cpu.allowance", "string", "", v.is_cpu_allowance, True,
+      "Hard CPU time limit (CFS quota). 50% = half of the CPUs allowed by limits.cpu (of all "
+      "CPUs when unset) per 100ms period; 25ms/100ms = that quota per that period."),
+    K("limits.cpu.priority", "integer", "10", v.is_priority, True,
+      "CPU weight under contention, 0-10: cpu.shares = 1024 x priority / 10 (v1), cpu.weight "
+      "= 10 x priority (v2); 10 is the kernel default."),
+    K("limits.disk.priority", "integer", "5", v.is_priority, True,
+      "Block I/O weight under contention, 0-10: the weight file's default x priority / 5 "
+      "(5 is the kernel default). Needs a scheduler with weights (bfq): skipped with a "
+      "warning otherwise."),
+    K("limits.memory", "string", "", v.is_memory_limit, True,
+      "Memory limit: a size (512MiB) or a percentage of host memory (50%). A process "
+      "allocating past a hard limit is OOM-killed inside the instance."),
+    K("limits.memory.enforce", "string", "hard", v.one_of("hard", "soft"), True,
+      "hard: limits.memory is a hard cap (memory.limit_in_bytes / memory.max); soft: memory "
+      "is reclaimed above it under pressure (memory.soft_limit_in_bytes / memory.high)."),
+    K("limits.memory.swap", "string", "true", v.any_of(v.is_bool, v.is_size), True,
+      "Whether the instance may swap (true/false), or how much swap it may use (a size). "
+      "Enforced with a hard limits.memory on cgroup v1 (memsw), always on v2 (memory.swap.max)."
+      ),
+    K("limits.processes", "integer", "", v.is_positive, True,
+      "Maximum number of processes (pids.max)."),
+    K("security.idmap.base", "integer", "", v.is_uint32, False,
+      "First host id of the instance's id map.", _IDMAP),
+    K("security.idmap.isolated", "bool", "false", v.is_bool, False,
+      "Give the instance an id map of its own.", _IDMAP),
+    K("security.idmap.size", "integer", "", v.is_uint32, False,
+      "Number of ids in the instance's id map.", _IDMAP),
+    K("security.nesting", "bool", "false", v.is_bool, False,
+      "Allow running containers inside the instance.", "nesting is not implemented"),
+    K("security.privileged", "bool", "false", v.is_bool, False,
+      "Run without a user namespace (container root is host root)."),
+    K("security.protection.delete", "bool", "false", v.is_bool, True,
+      "Refuse to delete the instance."),
+    K("security.protection.start", "bool", "false", v.is_bool, True,
+      "Refuse to start the instance.", "start does not check it"),
+    K("snapshots.expiry", "string", "", v.is_expiry, True,
+      "Lifetime of scheduled snapshots, e.g. 1M 2H 3d 4w 5m 6y (minutes, hours, days, weeks, "
+      "months, years; S for seconds).", _SNAPSHOTS),
+    K("snapshots.pattern", "string", "snap%d", v.is_snapshot_pattern, True,
+      "Name template of snapshots; %d (at most once) is the next free number.", _SNAPSHOTS),
+    K("snapshots.schedule", "string", "", v.is_schedule, True,
+      "When to take snapshots: cron (0 6 * * *) or @hourly, @daily, @midnight, @weekly, "
+      "@monthly, @annually, @yearly, @startup, @never; several separated by ', '.",
+      _SNAPSHOTS),
+)
+
+# Namespaces whose keys are free-form; the value is validated, and the part after the prefix
+# must be non-empty (environment names are checked further in __init__).
+INSTANCE_NAMESPACES: dict[str, tuple[v.Validator, str]] = {
+    "environment.": (v.single_line,
+                     "Environment variable for the instance's init and exec sessions; the "
+                     "name may not contain '=', and neither may contain newlines or NUL."),
+    "image.": (v.is_any, "Properties of the image the instance was created from (copied at "
+               "create; free-form)."),
+    "user.": (v.is_any, "Free-form user metadata."),
 }
 
-SERVER_KEYS: dict[str, ConfigKey] = dict([
-    _key("images.auto_update_interval", "integer", "6", v.is_int, True,
-         "Hours between checks for newer versions of cached images (0 disables)."),
-    _key("images.auto_update_cached", "bool", "true", v.is_bool, True,
-         "Keep images cached by instance creation up to date automatically."),
-    _key("images.remote_cache_expiry", "integer", "10", v.is_int, True,
-         "Days after which an unused cached image is removed (0 disables)."),
-    _key("images.compression_algorithm", "string", "gzip",
-         v.one_of("bzip2", "gzip", "lz4", "lzma", "xz", "zstd", "none"), True,
-         "Compression used when publishing images."),
-    _key("core.shutdown_timeout", "integer", "5", v.is_int, True,
-         "Minutes to wait for operations at daemon shutdown."),
-])
+VOLATILE_DOC = ("Set by machined (e.g. volatile.base_image, volatile.uuid, "
+                "volatile.last_state.power); read-only to users.")
+
+SERVER_KEYS: dict[str, ConfigKey] = _table(
+    K("backups.compression_algorithm", "string", "gzip",
+      v.one_of("bzip2", "gzip", "lz4", "lzma", "xz", "zstd", "none"), True,
+      "Compression of instance backups.", "backups are not implemented"),
+    K("core.https_address", "string", "", v.is_listen_address, False,
+      "Address to serve the API on over HTTPS (:8443, [::]:8443); empty: unix socket only.",
+      "there is no HTTPS listener"),
+    K("core.proxy_http", "string", "", v.single_line, True,
+      "HTTP proxy for image downloads.", "remote image downloads are not implemented"),
+    K("core.proxy_https", "string", "", v.single_line, True,
+      "HTTPS proxy for image downloads.", "remote image downloads are not implemented"),
+    K("core.proxy_ignore_hosts", "string", "", v.single_line, True,
+      "Hosts that bypass the proxy (comma-separated).",
+      "remote image downloads are not implemented"),
+    K("core.shutdown_timeout", "integer", "5", v.is_uint, True,
+      "Minutes to wait for running operations when the daemon shuts down.",
+      "the daemon does not wait for operations"),
+    K("images.auto_update_cached", "bool", "true", v.is_bool, True,
+      "Keep images cached by instance creation up to date automatically.",
+      "image auto-update is not implemented"),
+    K("images.auto_update_interval", "integer", "6", v.is_int, True,
+      "Hours between checks for newer versions of cached images (0 disables).",
+      "image auto-update is not implemented"),
+    K("images.compression_algorithm", "string", "gzip",
+      v.one_of("bzip2", "gzip", "lz4", "lzma", "xz", "zstd", "none"), True,
+      "Compression used when publishing images.", "publish is not implemented"),
+    K("images.default_architecture", "string", "", v.single_line, True,
+      "Architecture to prefer for images available in several.",
+      "remote images are not implemented"),
+    K("images.remote_cache_expiry", "integer", "10", v.is_int, True,
+      "Days after which an unused cached image is removed (0 or less disables).",
+      "cache expiry is not implemented"),
+)

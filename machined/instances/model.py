@@ -52,9 +52,8 @@ def exec_environment(requested: Mapping[str, str], config: Mapping[str, str], ui
 
 
 def runtime_limits(config: Mapping[str, str], host_memory: int) -> dict[str, str]:
-    """limits.* keys (already validated) -> the runtime's {"memory": bytes, "cpu": count,
-    "processes": n}. A CPU set (0-3) pins rather than limits; pinning comes with issue 3."""
-    from machined.config.validate import parse_size
+    """limits.* keys (already validated) -> the runtime's limits (see runtime/cglimits.py)."""
+    from machined.config.validate import parse_allowance, parse_bool, parse_size
 
     limits: dict[str, str] = {}
     memory = config.get("limits.memory", "")
@@ -62,11 +61,27 @@ def runtime_limits(config: Mapping[str, str], host_memory: int) -> dict[str, str
         limits["memory"] = str(int(host_memory * float(memory[:-1]) / 100))
     elif memory:
         limits["memory"] = str(parse_size(memory))
+    if memory and config.get("limits.memory.enforce") == "soft":
+        limits["memory_enforce"] = "soft"
+    swap = config.get("limits.memory.swap", "")
+    if swap:
+        try:
+            if not parse_bool(swap):
+                limits["memory_swap"] = "false"
+        except ValueError:
+            limits["memory_swap"] = str(parse_size(swap))
     cpu = config.get("limits.cpu", "")
-    if cpu.isdigit():
-        limits["cpu"] = cpu
-    if config.get("limits.processes"):
-        limits["processes"] = config["limits.processes"]
+    if cpu:
+        limits["cpu_count" if cpu.isdigit() else "cpuset"] = cpu
+    allowance = config.get("limits.cpu.allowance", "")
+    if allowance:
+        parsed = parse_allowance(allowance)
+        limits["cpu_allowance"] = (f"{parsed}%" if isinstance(parsed, int)
+                                   else f"{parsed[0]}/{parsed[1]}")
+    for key, name in (("limits.cpu.priority", "cpu_priority"), ("limits.processes", "processes"),
+                      ("limits.disk.priority", "disk_priority")):
+        if config.get(key):
+            limits[name] = str(int(config[key]))
     return limits
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machined import runtime
+from machined.config import devices as devmod
 from machined.config import validate_instance_config
 from machined.db import images as db_images
 from machined.db import instances as db_instances
@@ -106,6 +107,17 @@ class InstanceService:
                                        rec.config, rec.devices)
         return Instance(rec, config, devices)
 
+    def check_devices(self, profiles: list[str], devices: dict[str, Any]) -> None:
+        """Validate an instance's own devices, then what they expand to with its profiles
+        (raises NotFound for a missing profile)."""
+        devmod.validate_devices(devices)
+        for i, profile in enumerate(profiles):
+            if profile in profiles[:i]:
+                raise BadRequest(f"Profile {profile!r} is listed twice")
+        layers = [db_profiles.get(self.state.db, p).devices for p in profiles]
+        _config, expanded = model.expand([({}, d) for d in layers], {}, devices)
+        devmod.validate_expanded(expanded)
+
     def running(self, name: str) -> runtime.RunningContainer | None:
         return runtime.find(self.state.paths.run(name))
 
@@ -132,7 +144,9 @@ class InstanceService:
             status = "Frozen" if frozen else "Running"
             pid, processes = container.init_pid, usage.processes
             memory = {"usage": usage.memory_bytes, "usage_peak": usage.memory_peak,
-                      "swap_usage": 0, "swap_usage_peak": 0}
+                      "swap_usage": usage.swap_bytes, "swap_usage_peak": usage.swap_peak}
+            if usage.memory_limit:
+                memory["total"] = usage.memory_limit  # as LXD: the limit, when there is one
             cpu = {"usage": usage.cpu_ns}
         return {"status": status, "status_code": model.STATUS_CODES[status], "pid": pid,
                 "processes": processes, "memory": memory, "cpu": cpu, "disk": {},
@@ -148,8 +162,7 @@ class InstanceService:
         devices = request.get("devices") or {}
         profiles = request.get("profiles")
         profiles = ["default"] if profiles is None else list(profiles)
-        for profile in profiles:
-            db_profiles.get(self.state.db, profile)
+        self.check_devices(profiles, devices)
         source = request.get("source") or {}
         if source.get("type", "image") != "image":
             raise BadRequest(f"Unsupported instance source type {source.get('type')!r}: "
@@ -242,7 +255,8 @@ class InstanceService:
             environment=env, privileged=privileged, uid_map=uid_map, gid_map=gid_map,
             run_dir=os.fspath(self.state.paths.run(name)),
             console_log=os.fspath(logs / "console.log"),
-            stop_signal=runtime.stop_signal_for(init or "/sbin/init"), limits=limits)
+            stop_signal=runtime.stop_signal_for(init or "/sbin/init"), limits=limits,
+            devices=devmod.runtime_devices(inst.expanded_devices))
 
     async def stop(self, name: str, timeout: float = -1, force: bool = False) -> None:
         async with self.state.instance_locks[name]:
@@ -345,25 +359,60 @@ class InstanceService:
                                      "keys are set by machined")
                 user = {k: v for k, v in user.items() if not k.startswith("volatile.")}
                 validate_instance_config(user)
-                rec.config = ({**rec.config, **user} if patch else {**user, **volatile})
+                merged = {**rec.config, **user} if patch else {**user, **volatile}
+                rec.config = {k: v for k, v in merged.items() if v != ""}  # "" unsets (LXD)
             if put.get("devices") is not None:
+                devmod.validate_devices(put["devices"])
                 rec.devices = ({**rec.devices, **put["devices"]} if patch
                                else dict(put["devices"]))
             if put.get("profiles") is not None:
-                for profile in put["profiles"]:
-                    db_profiles.get(self.state.db, profile)
                 rec.profiles = list(put["profiles"])
+            self.check_devices(rec.profiles, rec.devices)
             if "description" in put:
                 rec.description = str(put["description"] or "")
             if "ephemeral" in put:
                 rec.ephemeral = bool(put["ephemeral"])
+            # Live first: if the kernel refuses the new limits, nothing is stored.
+            await self._apply_limits(name, self.load(name).expanded_config,
+                                     self._expanded_config(rec))
+            self.check_devices(rec.profiles, rec.devices)  # a profile may have changed meanwhile
             db_instances.update(self.state.db, rec)
 
     async def apply_config(self, name: str) -> None:
         """Apply the live-updatable parts of `name`'s expanded config (limits) to its running
-        container; called after the instance or one of its profiles changed. No-op when
-        stopped. (Filled in by the limits work of issue 3.)"""
-        return None
+        container; called after one of its profiles changed. No-op when stopped. Raises
+        BadRequest (the container's cgroups unchanged) when the kernel refuses a limit."""
+        async with self.state.instance_locks[name]:
+            config = self.load(name).expanded_config
+            validate_instance_config(config, allow_volatile=True)
+            await self._apply_limits(name, None, config)
+
+    def _expanded_config(self, rec: db_instances.InstanceRecord) -> dict[str, str]:
+        profiles = [db_profiles.get(self.state.db, p) for p in rec.profiles]
+        config, _devices = model.expand([(p.config, p.devices) for p in profiles], rec.config,
+                                        rec.devices)
+        return config
+
+    async def _apply_limits(self, name: str, old: dict[str, str] | None,
+                            new: dict[str, str]) -> None:
+        """Write the limits of expanded config `new` into the running container's cgroups
+        (all or nothing); skipped when stopped or when they equal those of `old`."""
+        container = self.running(name)
+        if container is None:
+            return
+        limits = model.runtime_limits(new, _host_memory())
+        if old is not None and model.runtime_limits(old, _host_memory()) == limits:
+            return
+        try:
+            warnings = await asyncio.to_thread(runtime.apply_limits, container, limits)
+        except OSError as e:
+            if e.errno in runtime.CGROUP_GONE and self.running(name) is None:
+                return  # it stopped meanwhile: the next start applies the new config
+            raise BadRequest(f"Running instance {name!r} cannot take the new limits "
+                             f"(nothing changed): {e.strerror or e}") from None
+        for warning in warnings:
+            log.warning("Instance %s: limit not enforced: %s", name, warning)
+        log.info("Applied limits to running instance %s: %s", name, limits or "none")
 
     # Exec
 

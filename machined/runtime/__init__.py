@@ -8,6 +8,7 @@ from machined.runtime.container import (
     RunningContainer,
     RuntimeFailure,
     Usage,
+    apply_limits,
     find,
     freeze,
     is_frozen,
@@ -21,7 +22,7 @@ from machined.runtime.spec import LaunchSpec, build_spec, default_idmap, stop_si
 
 __all__ = [
     "CGROUP_GONE", "ExecProcess", "LaunchSpec", "RunningContainer", "RuntimeFailure", "Usage",
-    "build_spec",
+    "apply_limits", "build_spec",
     "default_idmap", "exec", "find", "freeze", "is_frozen", "start", "stop", "stop_signal_for",
     "thaw", "usage",
 ]

@@ -10,8 +10,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
+
+try:
+    from machined.runtime import cglimits
+except ImportError:  # loaded by path from helper.py (python -I -S): siblings are top-level
+    import cglimits  # type: ignore[no-redef]
 
 UNIFIED = "unified"
 # A cgroup removed under us: ENOENT when opening its files, ENODEV when reading an open one.
@@ -111,39 +117,22 @@ def _dir(entry: dict[str, str]) -> str:
 
 
 def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    """One write(2) of value (cgroup files take a value per write); the OSError keeps the
+    errno (ENOENT/ENODEV: the cgroup is gone) and names the file and the value."""
     try:
-        os.write(fd, value.encode())
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise OSError(e.errno, f"Failed writing {value!r} to {path}: {os.strerror(e.errno or 0)}"
                       ) from None
-    finally:
-        os.close(fd)
 
 
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
-
-
-def plan_limits(limits: dict[str, str], v2: bool) -> list[tuple[str, str, str]]:
-    """(controller, file, value) writes for limits {"memory": bytes, "cpu": cpus,
-    "processes": n}; pure."""
-    out = []
-    if limits.get("memory"):
-        out.append(("memory", "memory.max" if v2 else "memory.limit_in_bytes",
-                    str(int(limits["memory"]))))
-    if limits.get("processes"):
-        out.append(("pids", "pids.max", str(int(limits["processes"]))))
-    if limits.get("cpu"):
-        period = 100000
-        quota = int(float(limits["cpu"]) * period)
-        if v2:
-            out.append(("cpu", "cpu.max", f"{quota} {period}"))
-        else:
-            out += [("cpu", "cpu.cfs_period_us", str(period)),
-                    ("cpu", "cpu.cfs_quota_us", str(quota))]
-    return out
 
 
 # Device whitelist for v1 (what LXC allows by default); v2 would need a BPF program.
@@ -166,9 +155,11 @@ def _mkdir_v1(parent: str, leaf: str, cpuset: bool) -> None:
 
 
 def create(layout: Layout, name: str, limits: dict[str, str], root_uid: int, root_gid: int,
-           restrict_devices: bool) -> Paths:
+           restrict_devices: bool, device_rules: list[str] | tuple[str, ...] = ()) -> Paths:
     """Create the container's cgroups; chown the ones systemd manages to the mapped root.
-    On failure everything created is removed again."""
+    device_rules ("c 1:5 rwm") are allowed on top of the whitelist (unix-char/unix-block
+    devices; v1 only: v2 would need a BPF device program). On failure everything created
+    is removed again."""
     paths = container_paths(layout, name)
     try:
         for key, entry in paths.items():
@@ -184,26 +175,19 @@ def create(layout: Layout, name: str, limits: dict[str, str], root_uid: int, roo
                 cpuset = "cpuset" in key.split(",")
                 _mkdir_v1(os.path.dirname(parent), os.path.basename(parent), cpuset)
                 _mkdir_v1(parent, os.path.basename(d), cpuset)
-        applied: set[str] = set()
+        for warning in apply_limits(paths, limits, reset=False):
+            print(f"warning: {warning}", file=sys.stderr)  # the monitor's log
         for key, entry in paths.items():
             v2 = key == UNIFIED
-            # On hybrid hosts the cgroup2 tree usually has no controllers: use v1 there.
-            have = (_read(os.path.join(_dir(entry), "cgroup.controllers")).split() if v2
-                    else key.split(","))
-            for ctrl, fname, value in plan_limits(limits, v2):
-                if ctrl in have:
-                    _write(os.path.join(_dir(entry), fname), value)
-                    applied.add(ctrl)
             if restrict_devices and "devices" in key.split(","):
                 _write(os.path.join(_dir(entry), "devices.deny"), "a")
                 for rule in V1_DEVICES:
                     _write(os.path.join(_dir(entry), "devices.allow"), rule)
+            if "devices" in key.split(","):
+                for rule in device_rules:
+                    _write(os.path.join(_dir(entry), "devices.allow"), rule)
             if (key in (UNIFIED, SYSTEMD)) and (root_uid or root_gid):
                 _delegate(_dir(entry), v2, root_uid, root_gid)
-        missing = {c for c, _f, _v in plan_limits(limits, False)} - applied
-        if missing:
-            raise OSError(errno.ENOTSUP, "No cgroup controller for limits: "
-                          + ", ".join(sorted(missing)))
     except BaseException:
         remove(paths)
         raise
@@ -212,8 +196,14 @@ def create(layout: Layout, name: str, limits: dict[str, str], root_uid: int, roo
 
 def _enable_controllers(mount: str, parent: str) -> None:
     """Pure v2: enable every available controller from the root down to machined/."""
+    # Every level down to machined/ itself: a cgroup gets the controllers its parent's
+    # cgroup.subtree_control enables, so machined/<name> needs them enabled in machined/.
     node = mount
+    nodes = [node]
     for part in [p for p in parent.split("/") if p]:
+        node = os.path.join(node, part)
+        nodes.append(node)
+    for node in nodes:
         wanted = _read(os.path.join(node, "cgroup.controllers")).split()
         enabled = _read(os.path.join(node, "cgroup.subtree_control")).split()
         for c in wanted:
@@ -222,7 +212,6 @@ def _enable_controllers(mount: str, parent: str) -> None:
                     _write(os.path.join(node, "cgroup.subtree_control"), "+" + c)
                 except OSError:
                     pass  # e.g. cpu while a realtime task lives here: run without it
-        node = os.path.join(node, part)
 
 
 def _delegate(path: str, v2: bool, uid: int, gid: int) -> None:
@@ -373,35 +362,136 @@ def remove(paths: Paths, timeout: float = 5.0) -> None:
             pass  # other containers still use machined/
 
 
-def usage(paths: Paths) -> tuple[int, int, int, int]:
-    """(memory bytes, memory peak, cpu ns, process count)."""
-    mem = peak = cpu = 0
-    procs = -1
+def _locations(paths: Paths) -> dict[str, tuple[str, bool]]:
+    """controller -> (the container's cgroup directory, is v2). v1 wins on hybrid hosts, whose
+    cgroup2 tree usually has no controllers."""
+    loc: dict[str, tuple[str, bool]] = {}
     for key, entry in paths.items():
-        d, ctrls = _dir(entry), key.split(",")
-        try:
-            if "memory" in ctrls:
-                mem = int(_read(os.path.join(d, "memory.usage_in_bytes")))
-                peak = int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
-            if "cpuacct" in ctrls:
-                cpu = int(_read(os.path.join(d, "cpuacct.usage")))
-            if "pids" in ctrls:
-                procs = int(_read(os.path.join(d, "pids.current")))
-        except OSError:
-            pass
+        if key not in (UNIFIED, SYSTEMD):
+            for ctrl in key.split(","):
+                loc.setdefault(ctrl, (_dir(entry), False))
     if UNIFIED in paths:
         d = _dir(paths[UNIFIED])
-        if not mem and os.path.exists(os.path.join(d, "memory.current")):
-            mem = int(_read(os.path.join(d, "memory.current")))
-            if os.path.exists(os.path.join(d, "memory.peak")):
-                peak = int(_read(os.path.join(d, "memory.peak")))
-        if not cpu and os.path.exists(os.path.join(d, "cpu.stat")):
-            for line in _read(os.path.join(d, "cpu.stat")).splitlines():
-                if line.startswith("usage_usec "):
-                    cpu = int(line.split()[1]) * 1000
-        if procs < 0 and os.path.exists(os.path.join(d, "pids.current")):
-            procs = int(_read(os.path.join(d, "pids.current")))
-    if procs < 0:
+        try:
+            ctrls = _read(os.path.join(d, "cgroup.controllers")).split()
+        except FileNotFoundError:
+            ctrls = []
+        for ctrl in ctrls:
+            loc.setdefault(ctrl, (d, True))
+    return loc
+
+
+def _parent_cpus(loc: dict[str, tuple[str, bool]]) -> list[int]:
+    """CPUs the container's parent cgroup may use: what limits.cpu can choose from."""
+    if "cpuset" not in loc:
+        return sorted(os.sched_getaffinity(0))
+    d, v2 = loc["cpuset"]
+    name = "cpuset.cpus.effective" if v2 else "cpuset.effective_cpus"
+    try:
+        return cglimits.parse_cpus(_read(os.path.join(os.path.dirname(d), name)))
+    except FileNotFoundError:
+        return sorted(os.sched_getaffinity(0))
+
+
+def apply_limits(paths: Paths, limits: dict[str, str], reset: bool = True) -> list[str]:
+    """Write `limits` into the container's existing cgroups. With reset, absent limits go
+    back to unlimited/default (a live update); without, only set ones are written (creation).
+    Returns warnings for limits this host cannot enforce; raises OSError for limits that
+    cannot be applied at all (no controller, a CPU that does not exist, a write refused)."""
+    loc = _locations(paths)
+    v1 = {c for c, (_d, v2) in loc.items() if not v2}
+    v2s = {c for c, (_d, v2) in loc.items() if v2}
+    required, optional = cglimits.missing_controllers(limits, v1, v2s)
+    if required:
+        raise OSError(errno.ENOTSUP, "No cgroup controller for limits: " + ", ".join(required))
+    warnings = [f"{key}: no cgroup controller for it" for key in optional]
+    files: set[str] = set()
+    for d in {d for d, _v2 in loc.values()}:
+        files.update(os.listdir(d))
+    cpus = _parent_cpus(loc)
+    writes: list[tuple[str, str]] = []
+    for version in sorted({v2 for _d, v2 in loc.values()}):
+        try:
+            plan = cglimits.plan_limits(limits, version, cpus, files, reset)
+        except cglimits.LimitError as e:
+            raise OSError(errno.EINVAL, str(e)) from None
+        for ctrl, fname, value in plan.writes:
+            where = loc.get(ctrl)
+            if where is not None and where[1] == version:
+                # An empty v2 cpuset.cpus ("the parent's") needs a non-empty write.
+                writes.append((os.path.join(where[0], fname), value or "\n"))
+        warnings += [msg for ctrl, msg in plan.skipped if loc.get(ctrl, ("", version))[1]
+                     == version]
+    _write_all(writes)
+    return warnings
+
+
+def _write_all(writes: list[tuple[str, str]]) -> None:
+    """All or nothing: when the kernel refuses a write (e.g. a memory limit below what the
+    container uses), the files already written get their previous values back, in reverse."""
+    done: list[tuple[str, str]] = []
+    try:
+        for path, value in writes:
+            before = _read(path).strip()
+            _write(path, value)
+            done.append((path, before))
+    except OSError:
+        for path, before in reversed(done):
+            try:
+                _write(path, before or "\n")
+            except OSError:
+                pass  # best effort: the original error is the one to report
+        raise
+
+
+def _read_int(path: str, optional: bool = False) -> int:
+    """An integer cgroup file; "max" and (when optional) a missing file read as 0."""
+    try:
+        text = _read(path).strip()
+    except FileNotFoundError:
+        if optional:
+            return 0
+        raise
+    return 0 if text == "max" else int(text)
+
+
+def usage(paths: Paths) -> dict[str, int]:
+    """Counters of a running container: memory/memory_peak/swap/swap_peak (bytes), cpu_ns,
+    processes, memory_limit (bytes, 0 = none). Raises OSError (errno in GONE) when the
+    container stopped meanwhile."""
+    loc = _locations(paths)
+    out = {"memory": 0, "memory_peak": 0, "swap": 0, "swap_peak": 0, "cpu_ns": 0,
+           "processes": 0, "memory_limit": 0}
+    if "memory" in loc:
+        out.update(_memory_usage(*loc["memory"]))
+    if "cpuacct" in loc:
+        out["cpu_ns"] = _read_int(os.path.join(loc["cpuacct"][0], "cpuacct.usage"))
+    elif UNIFIED in paths:  # cpu.stat is a core file of every cgroup2 cgroup
+        stat = os.path.join(_dir(paths[UNIFIED]), "cpu.stat")
+        for line in _read(stat).splitlines():
+            if line.startswith("usage_usec "):
+                out["cpu_ns"] = int(line.split()[1]) * 1000
+    if "pids" in loc:
+        out["processes"] = _read_int(os.path.join(loc["pids"][0], "pids.current"))
+    else:
         entry = next(iter(paths.values()), None)
-        procs = len(_pids(_dir(entry))) if entry else 0
-    return mem, peak, cpu, procs
+        out["processes"] = len(_pids(_dir(entry))) if entry else 0
+    return out
+
+
+def _memory_usage(d: str, v2: bool) -> dict[str, int]:
+    def f(name: str, optional: bool = False) -> int:
+        return _read_int(os.path.join(d, name), optional)
+
+    if v2:
+        return {"memory": f("memory.current"), "memory_peak": f("memory.peak", True),
+                "swap": f("memory.swap.current", True), "swap_peak": f("memory.swap.peak", True),
+                "memory_limit": f("memory.max")}
+    memory, peak = f("memory.usage_in_bytes"), f("memory.max_usage_in_bytes")
+    memsw, memsw_peak = f("memory.memsw.usage_in_bytes", True), f(
+        "memory.memsw.max_usage_in_bytes", True)
+    limit = f("memory.limit_in_bytes")
+    return {"memory": memory, "memory_peak": peak, "swap": max(0, memsw - memory),
+            "swap_peak": max(0, memsw_peak - peak),
+            # v1 shows "no limit" as the largest page-aligned number
+            "memory_limit": limit if limit < 1 << 62 else 0}

@@ -47,6 +47,9 @@ class Usage:
     memory_peak: int
     cpu_ns: int
     processes: int
+    swap_bytes: int = 0
+    swap_peak: int = 0
+    memory_limit: int = 0  # the cgroup's memory limit in bytes, 0 = none
 
 
 def _read_state(run_dir: str) -> dict | None:
@@ -198,4 +201,15 @@ def is_frozen(c: RunningContainer) -> bool:
 
 
 def usage(c: RunningContainer) -> Usage:
-    return Usage(*cgroups.usage(c.cgroups))
+    u = cgroups.usage(c.cgroups)
+    return Usage(memory_bytes=u["memory"], memory_peak=u["memory_peak"], cpu_ns=u["cpu_ns"],
+                 processes=u["processes"], swap_bytes=u["swap"], swap_peak=u["swap_peak"],
+                 memory_limit=u["memory_limit"])
+
+
+def apply_limits(c: RunningContainer, limits: dict[str, str]) -> list[str]:
+    """Put the running container's cgroups in the state `limits` describes (absent limits back
+    to unlimited/default). Returns warnings for limits this host cannot enforce; raises
+    OSError when a limit cannot be applied (no controller, a CPU that does not exist, the
+    kernel refusing a value, or the container stopped: errno in CGROUP_GONE)."""
+    return cgroups.apply_limits(c.cgroups, limits, reset=True)

@@ -119,6 +119,34 @@ def apply_mounts(rootfd: int, ops: list[specmod.MountOp], console: str) -> None:
             os.close(fd)
 
 
+def bind_devices(rootfd: int, stagefd: int, devs: list[dict]) -> None:
+    """Bind each device staged by setup onto its path, resolved inside the new root (a
+    symlink in the rootfs cannot send it to a host path). The binds copy the staged mounts,
+    whose read-only flag was locked when the mount namespace changed user namespace."""
+    stage = f"/proc/self/fd/{stagefd}"
+    for index, dev in enumerate(devs):
+        try:
+            st = os.stat(str(index), dir_fd=stagefd)
+        except FileNotFoundError:
+            continue  # an optional device whose source is missing
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+        try:
+            fd = resolve(rootfd, dev["path"], kind)
+        except OSError as e:
+            raise SetupError(f"Device {dev['name']!r}: path {dev['path']} cannot be made inside "
+                             f"the container: {os.strerror(e.errno or 0)} (symlinks on the way "
+                             "are resolved inside the container)") from None
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode) != (kind == "dir"):
+                have = "a directory" if kind == "file" else "not a directory"
+                raise SetupError(f"Device {dev['name']!r}: {dev['path']} inside the container "
+                                 f"is {have}, unlike its source {dev['source']}")
+            linux.mount(f"{stage}/{index}", f"/proc/self/fd/{fd}", None,
+                        linux.MS["bind"] | linux.MS["rec"])
+        finally:
+            os.close(fd)
+
+
 def write_hostname(name: str) -> None:
     """/etc/hostname inside the container, after pivot_root, refusing symlinks and other
     filesystems (a privileged container's /etc/hostname -> /proc/... must not be written)."""
@@ -137,9 +165,11 @@ def write_hostname(name: str) -> None:
 
 
 def run_init(sp: specmod.LaunchSpec, rootfd: int, console: int, console_path: str,
-             report: int, ops: list[specmod.MountOp]) -> None:
+             report: int, ops: list[specmod.MountOp], stagefd: int, devs: list[dict]) -> None:
     os.setsid()
     apply_mounts(rootfd, ops, console_path)
+    if devs:
+        bind_devices(rootfd, stagefd, devs)
     os.fchdir(rootfd)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked on top by pivot_root(".", ".")
@@ -170,25 +200,113 @@ def write_idmaps(pid: int, sp: specmod.LaunchSpec) -> None:
             f.write("".join(f"{i} {o} {c}\n" for i, o, c in idmap))
 
 
+def resolve_devices(sp: specmod.LaunchSpec) -> list[dict]:
+    """The devices to set up at this boot. unix-char/unix-block nodes take their numbers
+    from the host node unless major/minor are set; a missing node that is not required is
+    left out (a missing disk source is found by setup)."""
+    out = []
+    for dev in sp.devices:
+        dev = dict(dev)
+        if dev["type"] in ("unix-char", "unix-block") and dev.get("major") is None:
+            try:
+                st = os.stat(dev["source"])
+            except FileNotFoundError:
+                if not dev["required"]:
+                    continue
+                raise SetupError(f"Device {dev['name']!r}: host device node {dev['source']} "
+                                 "does not exist (set required=false to start without it)"
+                                 ) from None
+            char = dev["type"] == "unix-char"
+            if not (stat.S_ISCHR if char else stat.S_ISBLK)(st.st_mode):
+                raise SetupError(f"Device {dev['name']!r}: {dev['source']} is not a "
+                                 f"{'character' if char else 'block'} device node")
+            dev["major"], dev["minor"] = os.major(st.st_rdev), os.minor(st.st_rdev)
+        out.append(dev)
+    return out
+
+
+def stage_devices(sp: specmod.LaunchSpec, devs: list[dict], stage: str, userns: int) -> None:
+    """In setup (host user namespace, private mount namespace), before the container's
+    mount namespace is made: one entry per device under a private tmpfs at `stage`, named
+    by its index. Disk sources become detached clones (open_tree, as host root, so any host
+    path works) made read-only and/or idmapped (shift), then mounted there; unix nodes are
+    made with mknod, owned by the mapped uid/gid. init binds them into place later."""
+    linux.mount("tmpfs", stage, "tmpfs", linux.MS["nosuid"] | linux.MS["noexec"],
+                "mode=0711,size=64k")
+    for index, dev in enumerate(devs):
+        item = os.path.join(stage, str(index))
+        if dev["type"] == "disk":
+            stage_disk(sp, dev, item, userns)
+            continue
+        kind = stat.S_IFCHR if dev["type"] == "unix-char" else stat.S_IFBLK
+        os.mknod(item, kind | 0o600, os.makedev(dev["major"], dev["minor"]))
+        try:
+            os.chown(item, specmod.map_id(sp.uid_map, dev["uid"]),
+                     specmod.map_id(sp.gid_map, dev["gid"]))
+        except ValueError as e:
+            raise SetupError(f"Device {dev['name']!r}: {e}") from None
+        os.chmod(item, dev["mode"])
+
+
+def stage_disk(sp: specmod.LaunchSpec, dev: dict, item: str, userns: int) -> None:
+    flags = linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC
+    if dev["recursive"]:
+        flags |= linux.AT_RECURSIVE
+    try:
+        tree = linux.open_tree(linux.AT_FDCWD, dev["source"], flags)
+    except FileNotFoundError:
+        if not dev["required"]:
+            return
+        raise SetupError(f"Disk device {dev['name']!r}: source {dev['source']} does not exist "
+                         "(set required=false to start without it)") from None
+    try:
+        st = os.fstat(tree)
+        if stat.S_ISBLK(st.st_mode):
+            raise SetupError(f"Disk device {dev['name']!r}: source {dev['source']} is a block "
+                             "device; mounting filesystems is not supported (pass the node "
+                             "with a unix-block device)")
+        attrs, owner = 0, 0
+        if dev["readonly"]:
+            attrs |= linux.MOUNT_ATTR_RDONLY
+        if dev["shift"] and not sp.privileged:
+            attrs, owner = attrs | linux.MOUNT_ATTR_IDMAP, userns
+        if attrs:
+            try:
+                linux.mount_setattr(tree, attrs, owner, dev["recursive"], dev["source"])
+            except OSError as e:
+                what = "an idmapped (shift=true)" if owner else "a read-only"
+                raise SetupError(f"Disk device {dev['name']!r}: cannot make {what} mount of "
+                                 f"{dev['source']} ({e})") from None
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(item, 0o755)
+        else:
+            os.close(os.open(item, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        linux.move_mount(tree, item)
+    finally:
+        os.close(tree)
+
+
 def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
-          target: str, console: int, console_path: str, report: int) -> None:
+          target: str, console: int, console_path: str, report: int, devs: list[dict]) -> None:
     """Runs in the 'setup' process; reports 'pid <init>' or raises."""
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS["rec"] | linux.MS["private"])
     if sp.privileged:
         linux.mount(sp.rootfs, target, None, linux.MS["bind"] | linux.MS["rec"])
     ops = specmod.plan_mounts(layout.mode, layout.named_systemd)
+    stage = os.path.join(sp.run_dir, "devices")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
         try:
-            child(sp, theirs, target, console, console_path, report, ops)
+            child(sp, theirs, target, console, console_path, report, ops, stage, devs)
         except BaseException as e:
             os.write(report, f"error {describe(e)}\n".encode())
         os._exit(1)
     theirs.close()
     try:
+        userns = -1
         if not sp.privileged:
             if ours.recv(16) != b"userns":
                 raise SetupError("The container process died before its user namespace was set up.")
@@ -203,6 +321,9 @@ def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
                                  "unprivileged containers need them.") from e
             linux.move_mount(tree, target)
             os.close(tree)
+        if devs:
+            stage_devices(sp, devs, stage, userns)
+        if userns >= 0:
             os.close(userns)
         cgroups.attach(paths, pid)
         ours.send(b"go")
@@ -210,11 +331,13 @@ def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
         if msg.startswith(b"pid "):
             os.write(report, msg + b"\n")
     finally:
+        ours.close()  # a child still waiting for "go" reads EOF and exits
         os.waitpid(pid, 0)
 
 
 def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int,
-          console_path: str, report: int, ops: list[specmod.MountOp]) -> None:
+          console_path: str, report: int, ops: list[specmod.MountOp], stage: str,
+          devs: list[dict]) -> None:
     if not sp.privileged:
         linux.unshare(linux.CLONE_NEWUSER)
         sock.send(b"userns")
@@ -229,6 +352,7 @@ def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int
         linux.mount(target, target, None, linux.MS["bind"] | linux.MS["rec"])
     # Opened while still host uid 0: the path may cross root-only directories.
     rootfd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    stagefd = os.open(stage, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if devs else -1
     if not sp.privileged:
         os.setgroups([])
         os.setresgid(0, 0, 0)
@@ -237,7 +361,7 @@ def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int
     if pid == 0:
         sock.close()
         try:
-            run_init(sp, rootfd, console, console_path, report, ops)
+            run_init(sp, rootfd, console, console_path, report, ops, stagefd, devs)
             raise SetupError(f"exec of {sp.init[0]} returned")
         except BaseException as e:
             os.write(report, f"error {describe(e)}\n".encode())
@@ -270,16 +394,20 @@ class Monitor:
         """Create cgroups and boot init; raises SetupError with everything cleaned up."""
         sp = self.sp
         os.makedirs(self.target, exist_ok=True)
+        devs = resolve_devices(sp)
+        if devs:
+            os.makedirs(os.path.join(sp.run_dir, "devices"), mode=0o700, exist_ok=True)
         uid, gid = sp.root_ids()
         self.paths = cgroups.create(self.layout, sp.name, sp.limits, uid, gid,
-                                    restrict_devices=sp.privileged)
+                                    restrict_devices=sp.privileged,
+                                    device_rules=specmod.device_rules(devs))
         rd, wr = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(rd)
             try:
                 setup(sp, self.layout, self.paths, self.target, self.slave, self.console_path,
-                      wr)
+                      wr, devs)
                 os._exit(0)
             except BaseException as e:
                 os.write(wr, f"error {describe(e)}\n".encode())

@@ -33,6 +33,7 @@ AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_IDMAP = 0x00100000
 
 RESOLVE_NO_XDEV = 0x01
@@ -125,6 +126,15 @@ def mount_setattr_idmap(fd: int, userns_fd: int, path: str = "") -> None:
     _syscall("mount_setattr", path or f"fd {fd}", _SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"",
              ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
              ctypes.c_size_t(ctypes.sizeof(attr)))
+
+
+def mount_setattr(fd: int, attr_set: int, userns_fd: int = 0, recursive: bool = False,
+                  path: str = "") -> None:
+    """Set MOUNT_ATTR_* bits on the mount (tree, with recursive) that fd refers to."""
+    attr = _MountAttr(attr_set=attr_set, userns_fd=userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _syscall("mount_setattr", path or f"fd {fd}", _SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"",
+             ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
 
 
 def move_mount(from_fd: int, to_path: str, to_dfd: int = AT_FDCWD) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 IdMap = list[tuple[int, int, int]]
 
@@ -30,6 +31,8 @@ class LaunchSpec:
     console_log: str
     stop_signal: int
     limits: dict[str, str] = field(default_factory=dict)
+    # Device mounts (machined.config.devices.runtime_devices): disk binds and unix nodes.
+    devices: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -109,7 +112,8 @@ def build_spec(name: str, rootfs: str, run_dir: str, console_log: str, *,
                privileged: bool = False, init: list[str] | None = None,
                environment: dict[str, str] | None = None, limits: dict[str, str] | None = None,
                hostname: str | None = None, stop_signal: int | None = None,
-               idmap: tuple[IdMap, IdMap] | None = None) -> LaunchSpec:
+               idmap: tuple[IdMap, IdMap] | None = None,
+               devices: list[dict[str, Any]] | None = None) -> LaunchSpec:
     uid_map, gid_map = ([], []) if privileged else (idmap or default_idmap())
     init = init or ["/sbin/init"]
     return LaunchSpec(
@@ -117,7 +121,7 @@ def build_spec(name: str, rootfs: str, run_dir: str, console_log: str, *,
         environment=dict(environment or {}), privileged=privileged, uid_map=list(uid_map),
         gid_map=list(gid_map), run_dir=run_dir, console_log=console_log,
         stop_signal=stop_signal if stop_signal is not None else stop_signal_for(init[0]),
-        limits=dict(limits or {}))
+        limits=dict(limits or {}), devices=list(devices or []))
 
 
 @dataclass(frozen=True)
@@ -182,3 +186,23 @@ def plan_mounts(cgroup_mode: str, named_systemd: bool) -> list[MountOp]:
         MountOp("symlink", "/dev/stderr", "/proc/self/fd/2"),
     ]
     return ops
+
+
+def map_id(idmap: IdMap, value: int) -> int:
+    """Host id of container id `value` (identity when there is no map: privileged)."""
+    if not idmap:
+        return value
+    for inside, outside, count in idmap:
+        if inside <= value < inside + count:
+            return outside + value - inside
+    raise ValueError(f"Id {value} is outside the container's id map")
+
+
+def device_rules(devices: list[dict[str, Any]]) -> list[str]:
+    """cgroup v1 devices.allow lines for the unix-char/unix-block devices (numbers known)."""
+    rules = []
+    for dev in devices:
+        if dev["type"] in ("unix-char", "unix-block") and dev.get("major") is not None:
+            kind = "c" if dev["type"] == "unix-char" else "b"
+            rules.append(f"{kind} {dev['major']}:{dev['minor']} rwm")
+    return rules

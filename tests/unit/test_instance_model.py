@@ -41,8 +41,8 @@ def test_resolve_in_rootfs_follows_links_inside_only():
     assert resolve("/loop") is None
 
 
-def test_runtime_limits():
+def test_runtime_limits():  # all the keys: test_config_limits.py
     limits = model.runtime_limits({"limits.memory": "512MiB", "limits.cpu": "2",
                                    "limits.processes": "200"}, 2**30)
-    assert limits == {"memory": str(512 * 2**20), "cpu": "2", "processes": "200"}
+    assert limits == {"memory": str(512 * 2**20), "cpu_count": "2", "processes": "200"}
     assert model.runtime_limits({"limits.memory": "50%"}, 2**30) == {"memory": str(2**29)}

@@ -50,7 +50,15 @@ def test_only_runtime_makes_syscalls_through_ctypes():
 
 @pytest.mark.parametrize("module", ["errors.py", "paths.py", "config/validate.py",
                                     "config/schema.py", "instances/model.py",
-                                    "runtime/spec.py", "images/format.py"])
+                                    "runtime/spec.py", "images/format.py",
+                                    "files/model.py"])
 def test_leaf_modules_use_no_framework(module):
     used = imports(REPO / "machined" / module)
     assert not {m for m in used if m.split(".")[0] in {"aiohttp", "sqlite_utils", "click"}}
+
+
+@pytest.mark.parametrize("path", sources("machined/files"), ids=lambda p: p.name)
+def test_files_reach_the_rootfs_only_through_rootfs_py(path):
+    """Paths in a container resolve in one place (runtime/rootfs.py, openat2 RESOLVE_IN_ROOT)."""
+    used = {m for m in imports(path) if m.startswith("machined.runtime")}
+    assert used <= {"machined.runtime", "machined.runtime.rootfs"}, used

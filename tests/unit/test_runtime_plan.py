@@ -81,10 +81,4 @@ def test_layout_pure_v2_uses_top_level_subtree() -> None:
         "unified": {"mount": "/sys/fs/cgroup", "path": "/machined/c1"}}
 
 
-def test_plan_limits() -> None:
-    limits = {"memory": "536870912", "cpu": "1.5", "processes": "100"}
-    assert cgroups.plan_limits(limits, True) == [
-        ("memory", "memory.max", "536870912"), ("pids", "pids.max", "100"),
-        ("cpu", "cpu.max", "150000 100000")]
-    assert ("cpu", "cpu.cfs_quota_us", "150000") in cgroups.plan_limits(limits, False)
-    assert cgroups.plan_limits({}, True) == []
+# Limit planning (runtime/cglimits.py) is tested in test_config_limits.py.

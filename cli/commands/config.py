@@ -1,0 +1,274 @@
+"""`mc config get|set|unset|show|edit [<instance>] ...` as lxc; without an instance they act on
+the server's keys. `mc config device ...` lives in cli/commands/device.py.
+
+Which argument is the instance (as lxc): a first argument holding a '.' or '=' is a key (instance
+names have neither), one ending in ':' is a remote (server keys), anything else an instance.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from cli.context import Env, pass_env
+from cli.errors import CliError
+from cli.lazy import LazyGroup
+from cli.output import render_yaml
+from cli.params import local_name, parse_key_value, parse_remote, url_part
+
+SERVER = "/1.0"
+EDIT_HELP = """\
+### This is a YAML representation of the configuration.
+### Any line starting with a '#' will be ignored.
+###
+### A sample configuration looks like:
+### config:
+###   limits.cpu: "2"
+###   limits.memory: 512MiB
+### devices:
+###   root:
+###     path: /
+###     pool: default
+###     type: disk
+### profiles:
+### - default
+### ephemeral: false
+### description: ""
+"""
+
+
+def split_target(args: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """(instance or None for the server, the remaining arguments)."""
+    if not args:
+        return None, []
+    first = args[0]
+    if "=" in first or "." in first:
+        return None, list(args)
+    if first.endswith(":"):
+        parse_remote(first)  # an unknown remote is an error
+        return None, list(args[1:])
+    name = local_name(first)
+    if "/" in name:
+        raise CliError(f'Snapshot configuration is not supported yet: "{first}"')
+    return name, list(args[1:])
+
+
+def parse_set_args(rest: list[str]) -> dict[str, str]:
+    """`k=v [k2=v2...]`, or the legacy `k v` (the value may then hold '=')."""
+    if not rest:
+        raise click.UsageError("Missing <key>=<value>")
+    if len(rest) == 2 and "=" not in rest[0]:
+        return {rest[0]: rest[1]}
+    if all("=" in a for a in rest):
+        return dict(parse_key_value(a) for a in rest)
+    raise click.UsageError("Expected <key> <value> or <key>=<value>...: "
+                     + " ".join(repr(a) for a in rest))
+
+
+def stringify(value: Any) -> str:
+    """YAML scalars as the API's strings (`limits.cpu: 2` -> "2", `true` -> "true")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CliError(f"{what} must be a mapping of key: value")
+    return value
+
+
+def instance_yaml(inst: dict[str, Any], expanded: bool = False) -> str:
+    """`config show <instance>` as lxc prints it (the instance's writable fields)."""
+    shown = {
+        "architecture": inst.get("architecture", ""),
+        "config": inst.get("expanded_config" if expanded else "config") or {},
+        "devices": inst.get("expanded_devices" if expanded else "devices") or {},
+        "ephemeral": bool(inst.get("ephemeral")),
+        "profiles": inst.get("profiles") or [],
+        "stateful": bool(inst.get("stateful")),
+        "description": inst.get("description") or "",
+    }
+    return render_yaml(shown)
+
+
+def parse_instance_yaml(text: str) -> dict[str, Any]:
+    """The PUT body from `config show`-style YAML (architecture and stateful are ignored).
+    Fields the document leaves out stay as they are (lxc would clear them)."""
+    data = _load_yaml(text)
+    body: dict[str, Any] = {}
+    if "config" in data:
+        body["config"] = {str(k): stringify(v)
+                          for k, v in _mapping(data["config"], "config").items()}
+    if "devices" in data:
+        body["devices"] = {
+            str(name): {str(k): stringify(v) for k, v in _mapping(dev, f"Device {name!r}").items()}
+            for name, dev in _mapping(data["devices"], "devices").items()}
+    if "profiles" in data:
+        profiles = data["profiles"] or []
+        if not isinstance(profiles, list):
+            raise CliError("profiles must be a list of profile names")
+        body["profiles"] = [str(p) for p in profiles]
+    if "description" in data:
+        body["description"] = stringify(data["description"])
+    if "ephemeral" in data:
+        body["ephemeral"] = bool(data["ephemeral"])
+    return body
+
+
+def parse_server_yaml(text: str) -> dict[str, Any]:
+    data = _load_yaml(text)
+    config = _mapping(data.get("config"), "config")
+    return {"config": {str(k): stringify(v) for k, v in config.items()}}
+
+
+def _load_yaml(text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        raise CliError(f"Invalid YAML: {str(e).splitlines()[0]}") from None
+    return _mapping(data, "The YAML document")
+
+
+def _instance_url(name: str) -> str:
+    return f"/1.0/instances/{url_part(name)}"
+
+
+@click.group("config", cls=LazyGroup,
+             lazy={"device": ("cli.commands.device:config_device", "Manage instance devices")})
+def config() -> None:
+    """Manage instance and server configuration.
+
+    \b
+      mc config set c01 limits.memory 512MiB     (or limits.memory=512MiB, several at once)
+      mc config get c01 limits.memory ; mc config unset c01 limits.memory
+      mc config show c01 --expanded ; mc config edit c01 < c01.yaml
+      mc config set images.auto_update_interval 24   (no instance: server keys)
+    """
+
+
+@config.command("get")
+@click.argument("args", nargs=-1, required=True, metavar="[[<remote>:]<instance>] <key>")
+@click.option("-e", "--expanded", is_flag=True, help="Read the expanded configuration "
+              "(profiles applied).")
+@pass_env
+def get(env: Env, args: tuple[str, ...], expanded: bool) -> None:
+    """Print a configuration key's value.
+
+    Empty when the key is unset; --expanded includes keys set by profiles."""
+    name, rest = split_target(args)
+    if len(rest) != 1:
+        raise click.UsageError("Expected [<instance>] <key>")
+    key = rest[0]
+    if name is None:
+        if expanded:
+            raise click.UsageError("--expanded cannot be used with a server")
+        click.echo((env.client().get(SERVER).get("config") or {}).get(key, ""))
+        return
+    inst = env.client().get(_instance_url(name))
+    click.echo((inst.get("expanded_config" if expanded else "config") or {}).get(key, ""))
+
+
+@config.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True,
+                metavar="[[<remote>:]<instance>] <key>=<value>... | <key> <value>")
+@pass_env
+def set_cmd(env: Env, args: tuple[str, ...]) -> None:
+    """Set instance or server configuration keys.
+
+    \b
+      mc config set c01 limits.memory=512MiB limits.cpu=1
+      mc config set c01 environment.APP_ENV prod
+      mc config set core.https_address=:8443
+    Limits apply at once to a running instance; a refused value changes nothing.
+    """
+    name, rest = split_target(args)
+    values = parse_set_args(rest)
+    url = SERVER if name is None else _instance_url(name)
+    env.client().patch(url, {"config": values})
+
+
+@config.command("unset")
+@click.argument("args", nargs=-1, required=True, metavar="[[<remote>:]<instance>] <key>...")
+@pass_env
+def unset(env: Env, args: tuple[str, ...]) -> None:
+    """Unset instance or server configuration keys.
+
+    They go back to their defaults; limits are lifted at once on a running instance."""
+    name, keys = split_target(args)
+    if not keys:
+        raise click.UsageError("Missing <key>")
+    client = env.client()
+    url = SERVER if name is None else _instance_url(name)
+    if name is not None:
+        current = client.get(url).get("config") or {}
+        for key in keys:
+            if key not in current:
+                raise CliError(f"Can't unset key '{key}', it's not currently set")
+    client.patch(url, {"config": {key: "" for key in keys}})
+
+
+@config.command("show")
+@click.argument("target", required=False, metavar="[[<remote>:]<instance>]")
+@click.option("-e", "--expanded", is_flag=True, help="Show the expanded configuration "
+              "(profiles applied).")
+@pass_env
+def show(env: Env, target: str | None, expanded: bool) -> None:
+    """Show instance or server configuration (YAML)."""
+    name, _rest = split_target([target] if target else [])
+    client = env.client()
+    if name is None:
+        if expanded:
+            raise click.UsageError("--expanded cannot be used with a server")
+        click.echo(render_yaml({"config": client.get(SERVER).get("config") or {}}), nl=False)
+        return
+    click.echo(instance_yaml(client.get(_instance_url(name)), expanded), nl=False)
+
+
+@config.command("edit")
+@click.argument("target", required=False, metavar="[[<remote>:]<instance>]")
+@pass_env
+def edit(env: Env, target: str | None) -> None:
+    """Edit instance or server configuration (YAML).
+
+    In $EDITOR on a terminal, else read from stdin (mc config edit c01 < c01.yaml)."""
+    name, _rest = split_target([target] if target else [])
+    client = env.client()
+    url = SERVER if name is None else _instance_url(name)
+    parse = parse_server_yaml if name is None else parse_instance_yaml
+
+    def apply(text: str) -> None:
+        client.put(url, parse(text))
+
+    if not sys.stdin.isatty():
+        apply(sys.stdin.read())
+        return
+    if name is None:
+        text = render_yaml({"config": client.get(SERVER).get("config") or {}})
+    else:
+        text = EDIT_HELP + "\n" + instance_yaml(client.get(url))
+    _edit_until_accepted(text, apply)
+
+
+def _edit_until_accepted(text: str, apply: Any) -> None:
+    """Reopen the editor until the change is accepted or the user gives up (as lxc)."""
+    from cli.commands.profile import run_editor
+
+    while True:
+        text = run_editor(text)
+        try:
+            apply(text)
+            return
+        except CliError as e:
+            click.echo(f"Config parsing error: {e.message}", err=True)
+            click.echo("Press enter to open the editor again or ctrl+c to abort change", err=True)
+            try:
+                input()
+            except (EOFError, KeyboardInterrupt):
+                raise CliError("Aborted: the configuration was not changed") from None

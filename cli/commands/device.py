@@ -1,0 +1,211 @@
+"""`mc config device ...` (instances) and `mc profile device ...` (profiles), as lxc.
+
+Both edit the object's `devices` with GET then PUT of its writable fields; the daemon
+validates every change. Devices take effect at the instance's next start (no hotplug).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from cli.context import Env, pass_env
+from cli.errors import CliError
+from cli.output import render_yaml
+from cli.params import local_name, parse_key_value, url_part
+
+Device = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An instance or a profile whose devices are edited."""
+
+    kind: str  # "instance" or "profile"
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"/1.0/{self.kind}s/{url_part(self.name)}"
+
+    def load(self, env: Env) -> dict[str, Any]:
+        return dict(env.client().get(self.url))
+
+    def save(self, env: Env, obj: dict[str, Any], devices: dict[str, Device]) -> None:
+        env.client().put(self.url, writable(self.kind, obj, devices))
+
+
+def writable(kind: str, obj: dict[str, Any], devices: dict[str, Device]) -> dict[str, Any]:
+    """The PUT body: the object's writable fields with `devices` replaced."""
+    body: dict[str, Any] = {
+        "config": obj.get("config") or {},
+        "description": obj.get("description") or "",
+        "devices": devices,
+    }
+    if kind == "instance":
+        body["profiles"] = obj.get("profiles") or []
+        body["ephemeral"] = bool(obj.get("ephemeral"))
+    return body
+
+
+def parse_settings(args: tuple[str, ...]) -> dict[str, str]:
+    """`k=v k2=v2`, or the legacy `k v` pair."""
+    if len(args) == 2 and "=" not in args[0]:
+        return {args[0]: args[1]}
+    if not args:
+        raise CliError("Missing key=value")
+    return dict(parse_key_value(a) for a in args)
+
+
+def add_device(devices: dict[str, Device], name: str, kind: str, args: tuple[str, ...]
+               ) -> dict[str, Device]:
+    if name in devices:
+        raise CliError("The device already exists")
+    new = {k: v for k, v in (parse_key_value(a) for a in args)}
+    return {**devices, name: {"type": kind, **new}}
+
+
+def _local(target: Target, obj: dict[str, Any], name: str, what: str) -> Device:
+    devices = obj.get("devices") or {}
+    if name in devices:
+        return dict(devices[name])
+    if target.kind == "instance" and name in (obj.get("expanded_devices") or {}):
+        raise CliError(f"Device from profile(s) cannot be {what} for individual instance. "
+                       "Override device or modify profile instead")
+    raise CliError("The device doesn't exist")
+
+
+def _target_arg(kind: str) -> Any:
+    meta = "[<remote>:]<instance>" if kind == "instance" else "[<remote>:]<profile>"
+    return click.argument("target", metavar=meta)
+
+
+def make_group(kind: str) -> click.Group:
+    """The device sub-commands for instances (`kind` "instance") or profiles."""
+
+    def target_of(arg: str) -> Target:
+        return Target(kind, local_name(arg))
+
+    @click.group("device")
+    def group() -> None:
+        """Manage devices."""
+
+    @group.command("add")
+    @_target_arg(kind)
+    @click.argument("device", metavar="<device>")
+    @click.argument("type_", metavar="<type>")
+    @click.argument("settings", nargs=-1, metavar="[key=value...]")
+    @pass_env
+    def add(env: Env, target: str, device: str, type_: str, settings: tuple[str, ...]) -> None:
+        """Add a device: disk, nic, unix-char, unix-block or none.
+
+        \b
+          mc config device add c1 data disk source=/srv/data path=/mnt/data readonly=true
+          mc profile device add default root disk path=/ pool=default
+        """
+        tgt = target_of(target)
+        obj = tgt.load(env)
+        tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings))
+        env.say(f"Device {device} added to {tgt.name}")
+        if kind == "instance" and str(obj.get("status", "")).lower() == "running":
+            click.echo(f"The device takes effect at the next start of {tgt.name}", err=True)
+
+    @group.command("remove")
+    @_target_arg(kind)
+    @click.argument("devices", nargs=-1, required=True, metavar="<device>...")
+    @pass_env
+    def remove(env: Env, target: str, devices: tuple[str, ...]) -> None:
+        """Remove devices."""
+        tgt = target_of(target)
+        obj = tgt.load(env)
+        current = dict(obj.get("devices") or {})
+        for name in devices:
+            _local(tgt, obj, name, "removed")
+            current.pop(name)
+        tgt.save(env, obj, current)
+        for name in devices:
+            env.say(f"Device {name} removed from {tgt.name}")
+
+    @group.command("list")
+    @_target_arg(kind)
+    @pass_env
+    def list_cmd(env: Env, target: str) -> None:
+        """List devices."""
+        for name in sorted(target_of(target).load(env).get("devices") or {}):
+            click.echo(name)
+
+    @group.command("show")
+    @_target_arg(kind)
+    @pass_env
+    def show(env: Env, target: str) -> None:
+        """Show the devices as YAML."""
+        devices = target_of(target).load(env).get("devices") or {}
+        click.echo(render_yaml(devices) if devices else "{}\n", nl=False)
+
+    @group.command("get")
+    @_target_arg(kind)
+    @click.argument("device", metavar="<device>")
+    @click.argument("key", metavar="<key>")
+    @pass_env
+    def get(env: Env, target: str, device: str, key: str) -> None:
+        """Print a device key's value (empty if unset)."""
+        tgt = target_of(target)
+        click.echo(_local(tgt, tgt.load(env), device, "retrieved").get(key, ""))
+
+    @group.command("set")
+    @_target_arg(kind)
+    @click.argument("device", metavar="<device>")
+    @click.argument("settings", nargs=-1, required=True, metavar="<key>=<value>...")
+    @pass_env
+    def set_cmd(env: Env, target: str, device: str, settings: tuple[str, ...]) -> None:
+        """Set device keys (`key=value...`, or `key value`)."""
+        tgt = target_of(target)
+        obj = tgt.load(env)
+        dev = _local(tgt, obj, device, "modified")
+        dev.update(parse_settings(settings))
+        tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
+
+    @group.command("unset")
+    @_target_arg(kind)
+    @click.argument("device", metavar="<device>")
+    @click.argument("key", metavar="<key>")
+    @pass_env
+    def unset(env: Env, target: str, device: str, key: str) -> None:
+        """Unset a device key."""
+        tgt = target_of(target)
+        obj = tgt.load(env)
+        dev = _local(tgt, obj, device, "modified")
+        if key not in dev:
+            raise CliError(f"The key {key!r} is not set on device {device!r}")
+        del dev[key]
+        tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
+
+    if kind == "instance":
+
+        @group.command("override")
+        @_target_arg(kind)
+        @click.argument("device", metavar="<device>")
+        @click.argument("settings", nargs=-1, metavar="[key=value...]")
+        @pass_env
+        def override(env: Env, target: str, device: str, settings: tuple[str, ...]) -> None:
+            """Copy a device inherited from a profile into the instance, with changes."""
+            tgt = target_of(target)
+            obj = tgt.load(env)
+            if device in (obj.get("devices") or {}):
+                raise CliError("The device already exists")
+            inherited = (obj.get("expanded_devices") or {}).get(device)
+            if inherited is None:
+                raise CliError("The profile device doesn't exist")
+            dev = {**inherited, **(parse_settings(settings) if settings else {})}
+            tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
+            env.say(f"Device {device} overridden for {tgt.name}")
+
+    group.add_command(remove, "rm")
+    group.add_command(list_cmd, "ls")
+    return group
+
+
+config_device = make_group("instance")
+profile_device = make_group("profile")
