@@ -41,9 +41,11 @@ class LazyGroup(click.Group):
         return (command.name if command is not None else name), command, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = [*self.lazy, *self.commands]
+        limit = formatter.width - 6 - max(map(len, names), default=0)  # as click.Group
         rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
         rows += [
-            (name, cmd.get_short_help_str())
+            (name, cmd.get_short_help_str(limit))
             for name, cmd in sorted(self.commands.items())
             if not cmd.hidden and name not in self.lazy
         ]

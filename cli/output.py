@@ -11,20 +11,23 @@ from typing import Any
 import click
 
 FORMATS = ("table", "compact", "csv", "json", "yaml")
+FORMAT_HINT = "'-f' / '--format'"
 
 
 def parse_format(spec: str) -> tuple[str, bool]:
     """`csv,header` -> ("csv", True). Table and compact show a header by default, csv not."""
     name, _, modifier = spec.partition(",")
     if name not in FORMATS:
-        raise click.BadParameter(f'Invalid format "{name}"; choose from {", ".join(FORMATS)}')
+        raise click.BadParameter(f'"{name}" is not one of {", ".join(FORMATS)}',
+                                 param_hint=FORMAT_HINT)
     header = name in ("table", "compact")
     if modifier == "header":
         header = True
     elif modifier == "noheader":
         header = False
     elif modifier:
-        raise click.BadParameter(f'Invalid format modifier "{modifier}"')
+        raise click.BadParameter(f'unknown modifier "{modifier}" (accepted: header, noheader)',
+                                 param_hint=FORMAT_HINT)
     return name, header
 
 

@@ -26,11 +26,12 @@ def parse_remote(
     raise CliError(f'The remote "{remote}" doesn\'t exist')
 
 
-def local_name(arg: str) -> str:
-    """The object part of `[local:]name`; an empty name is an error."""
+def local_name(arg: str, what: str = "instance") -> str:
+    """The object part of `[local:]name`; an empty name is an error (`what` names the kind
+    of object in that message)."""
     _, name = parse_remote(arg)
     if not name:
-        raise CliError(f'Missing instance name in "{arg}"')
+        raise CliError(f'Missing {what} name in "{arg}"')
     return name
 
 

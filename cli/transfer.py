@@ -62,9 +62,11 @@ class Progress:
         self.shown = 0.0
 
     def line(self, now: float) -> str:
-        percent = int(self.done * 100 / self.total) if self.total else 100
         elapsed = max(now - self.start, 1e-6)
         speed = self.done / elapsed / 1e6
+        if not self.total:  # length unknown (stdin, a pipe): how much so far, not "100%"
+            return f"{self.label}: {self.done / 1e6:.1f}MB ({speed:.1f}MB/s)"
+        percent = min(100, int(self.done * 100 / self.total))  # totals may be estimates (tar)
         return f"{self.label}: {percent}% ({speed:.1f}MB/s)"
 
     def update(self, n: int) -> None:
@@ -72,7 +74,7 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self.shown >= 0.2 or self.done >= self.total:
+        if now - self.shown >= 0.2 or (self.total and self.done >= self.total):
             self.shown = now
             sys.stderr.write("\r\033[K" + self.line(now))
             sys.stderr.flush()

@@ -17,6 +17,14 @@ from cli.errors import CliError
 from cli.lazy import LazyGroup
 from cli.output import render_yaml
 from cli.params import local_name, parse_key_value, parse_remote, url_part
+from cli.yamledit import (
+    edit_until_accepted,
+    load_mapping,
+    mapping,
+    sorted_map,
+    string_map,
+    stringify,
+)
 
 SERVER = "/1.0"
 EDIT_HELP = """\
@@ -67,27 +75,26 @@ def parse_set_args(rest: list[str]) -> dict[str, str]:
                      + " ".join(repr(a) for a in rest))
 
 
-def stringify(value: Any) -> str:
-    """YAML scalars as the API's strings (`limits.cpu: 2` -> "2", `true` -> "true")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _mapping(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise CliError(f"{what} must be a mapping of key: value")
-    return value
+def check_unset(inst: dict[str, Any], name: str, keys: list[str]) -> None:
+    """Every key must be the instance's own (lxc's message), and a key a profile sets says so."""
+    own = inst.get("config") or {}
+    expanded = inst.get("expanded_config") or {}
+    for key in keys:
+        if key in own:
+            continue
+        if key in expanded:
+            raise CliError(f"Can't unset key '{key}', it's set by a profile of {name}: change "
+                           "the profile (mc profile unset), or override it here with mc "
+                           "config set")
+        raise CliError(f"Can't unset key '{key}', it's not currently set")
 
 
 def instance_yaml(inst: dict[str, Any], expanded: bool = False) -> str:
     """`config show <instance>` as lxc prints it (the instance's writable fields)."""
     shown = {
         "architecture": inst.get("architecture", ""),
-        "config": inst.get("expanded_config" if expanded else "config") or {},
-        "devices": inst.get("expanded_devices" if expanded else "devices") or {},
+        "config": sorted_map(inst.get("expanded_config" if expanded else "config") or {}),
+        "devices": sorted_map(inst.get("expanded_devices" if expanded else "devices") or {}),
         "ephemeral": bool(inst.get("ephemeral")),
         "profiles": inst.get("profiles") or [],
         "stateful": bool(inst.get("stateful")),
@@ -99,15 +106,13 @@ def instance_yaml(inst: dict[str, Any], expanded: bool = False) -> str:
 def parse_instance_yaml(text: str) -> dict[str, Any]:
     """The PUT body from `config show`-style YAML (architecture and stateful are ignored).
     Fields the document leaves out stay as they are (lxc would clear them)."""
-    data = _load_yaml(text)
+    data = load_mapping(text)
     body: dict[str, Any] = {}
     if "config" in data:
-        body["config"] = {str(k): stringify(v)
-                          for k, v in _mapping(data["config"], "config").items()}
+        body["config"] = string_map(data["config"], "config")
     if "devices" in data:
-        body["devices"] = {
-            str(name): {str(k): stringify(v) for k, v in _mapping(dev, f"Device {name!r}").items()}
-            for name, dev in _mapping(data["devices"], "devices").items()}
+        body["devices"] = {str(name): string_map(dev, f"Device {name!r}")
+                           for name, dev in mapping(data["devices"], "devices").items()}
     if "profiles" in data:
         profiles = data["profiles"] or []
         if not isinstance(profiles, list):
@@ -121,19 +126,13 @@ def parse_instance_yaml(text: str) -> dict[str, Any]:
 
 
 def parse_server_yaml(text: str) -> dict[str, Any]:
-    data = _load_yaml(text)
-    config = _mapping(data.get("config"), "config")
-    return {"config": {str(k): stringify(v) for k, v in config.items()}}
+    """The PUT body; {} (nothing to change) when the document has no config."""
+    data = load_mapping(text)
+    return {"config": string_map(data["config"], "config")} if "config" in data else {}
 
 
-def _load_yaml(text: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as e:
-        raise CliError(f"Invalid YAML: {str(e).splitlines()[0]}") from None
-    return _mapping(data, "The YAML document")
+def server_yaml(server: dict[str, Any]) -> str:
+    return render_yaml({"config": sorted_map(server.get("config") or {})})
 
 
 def _instance_url(name: str) -> str:
@@ -186,7 +185,9 @@ def set_cmd(env: Env, args: tuple[str, ...]) -> None:
       mc config set c01 limits.memory=512MiB limits.cpu=1
       mc config set c01 environment.APP_ENV prod
       mc config set core.https_address=:8443
+
     Limits apply at once to a running instance; a refused value changes nothing.
+    The keys, their values and defaults are listed in docs/config.md.
     """
     name, rest = split_target(args)
     values = parse_set_args(rest)
@@ -207,10 +208,7 @@ def unset(env: Env, args: tuple[str, ...]) -> None:
     client = env.client()
     url = SERVER if name is None else _instance_url(name)
     if name is not None:
-        current = client.get(url).get("config") or {}
-        for key in keys:
-            if key not in current:
-                raise CliError(f"Can't unset key '{key}', it's not currently set")
+        check_unset(client.get(url), name, keys)
     client.patch(url, {"config": {key: "" for key in keys}})
 
 
@@ -226,7 +224,7 @@ def show(env: Env, target: str | None, expanded: bool) -> None:
     if name is None:
         if expanded:
             raise click.UsageError("--expanded cannot be used with a server")
-        click.echo(render_yaml({"config": client.get(SERVER).get("config") or {}}), nl=False)
+        click.echo(server_yaml(client.get(SERVER)), nl=False)
         return
     click.echo(instance_yaml(client.get(_instance_url(name)), expanded), nl=False)
 
@@ -244,31 +242,15 @@ def edit(env: Env, target: str | None) -> None:
     parse = parse_server_yaml if name is None else parse_instance_yaml
 
     def apply(text: str) -> None:
-        client.put(url, parse(text))
+        body = parse(text)
+        if body:  # an empty document changes nothing (rather than clearing everything)
+            client.put(url, body)
 
     if not sys.stdin.isatty():
         apply(sys.stdin.read())
         return
     if name is None:
-        text = render_yaml({"config": client.get(SERVER).get("config") or {}})
+        text = server_yaml(client.get(SERVER))
     else:
         text = EDIT_HELP + "\n" + instance_yaml(client.get(url))
-    _edit_until_accepted(text, apply)
-
-
-def _edit_until_accepted(text: str, apply: Any) -> None:
-    """Reopen the editor until the change is accepted or the user gives up (as lxc)."""
-    from cli.commands.profile import run_editor
-
-    while True:
-        text = run_editor(text)
-        try:
-            apply(text)
-            return
-        except CliError as e:
-            click.echo(f"Config parsing error: {e.message}", err=True)
-            click.echo("Press enter to open the editor again or ctrl+c to abort change", err=True)
-            try:
-                input()
-            except (EOFError, KeyboardInterrupt):
-                raise CliError("Aborted: the configuration was not changed") from None
+    edit_until_accepted(text, apply, "the configuration")

@@ -13,8 +13,10 @@ import click
 
 from cli.context import Env, pass_env
 from cli.errors import CliError
+from cli.lazy import LazyGroup
 from cli.output import render_yaml
 from cli.params import local_name, parse_key_value, url_part
+from cli.yamledit import sorted_map
 
 Device = dict[str, str]
 
@@ -59,10 +61,10 @@ def parse_settings(args: tuple[str, ...]) -> dict[str, str]:
     return dict(parse_key_value(a) for a in args)
 
 
-def add_device(devices: dict[str, Device], name: str, kind: str, args: tuple[str, ...]
-               ) -> dict[str, Device]:
+def add_device(devices: dict[str, Device], name: str, kind: str, args: tuple[str, ...],
+               owner: str = "") -> dict[str, Device]:
     if name in devices:
-        raise CliError("The device already exists")
+        raise CliError(f"Device {name!r} already exists" + (f" on {owner}" if owner else ""))
     new = {k: v for k, v in (parse_key_value(a) for a in args)}
     return {**devices, name: {"type": kind, **new}}
 
@@ -72,9 +74,12 @@ def _local(target: Target, obj: dict[str, Any], name: str, what: str) -> Device:
     if name in devices:
         return dict(devices[name])
     if target.kind == "instance" and name in (obj.get("expanded_devices") or {}):
-        raise CliError(f"Device from profile(s) cannot be {what} for individual instance. "
-                       "Override device or modify profile instead")
-    raise CliError("The device doesn't exist")
+        fix = (f"mask it with a device of type none (mc config device add {target.name} "
+               f"{name} none)" if what == "removed" else
+               f"override it (mc config device override {target.name} {name})")
+        raise CliError(f"Device {name!r} comes from a profile and cannot be {what} for one "
+                       f"instance: {fix} or change the profile")
+    raise CliError(f"Device {name!r} doesn't exist on {target.name}")
 
 
 def _target_arg(kind: str) -> Any:
@@ -86,11 +91,12 @@ def make_group(kind: str) -> click.Group:
     """The device sub-commands for instances (`kind` "instance") or profiles."""
 
     def target_of(arg: str) -> Target:
-        return Target(kind, local_name(arg))
+        return Target(kind, local_name(arg, kind))
 
-    @click.group("device")
+    @click.group("device", cls=LazyGroup, aliases={"ls": "list", "rm": "remove"},
+                 help=f"Manage {kind} devices.")
     def group() -> None:
-        """Manage devices."""
+        pass
 
     @group.command("add")
     @_target_arg(kind)
@@ -107,7 +113,8 @@ def make_group(kind: str) -> click.Group:
         """
         tgt = target_of(target)
         obj = tgt.load(env)
-        tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings))
+        tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings,
+                                      tgt.name))
         env.say(f"Device {device} added to {tgt.name}")
         if kind == "instance" and str(obj.get("status", "")).lower() == "running":
             click.echo(f"The device takes effect at the next start of {tgt.name}", err=True)
@@ -142,7 +149,7 @@ def make_group(kind: str) -> click.Group:
     def show(env: Env, target: str) -> None:
         """Show the devices as YAML."""
         devices = target_of(target).load(env).get("devices") or {}
-        click.echo(render_yaml(devices) if devices else "{}\n", nl=False)
+        click.echo(render_yaml(sorted_map(devices)) if devices else "{}\n", nl=False)
 
     @group.command("get")
     @_target_arg(kind)
@@ -184,7 +191,7 @@ def make_group(kind: str) -> click.Group:
 
     if kind == "instance":
 
-        @group.command("override")
+        @group.command("override", short_help="Copy a profile's device into the instance.")
         @_target_arg(kind)
         @click.argument("device", metavar="<device>")
         @click.argument("settings", nargs=-1, metavar="[key=value...]")
@@ -194,16 +201,14 @@ def make_group(kind: str) -> click.Group:
             tgt = target_of(target)
             obj = tgt.load(env)
             if device in (obj.get("devices") or {}):
-                raise CliError("The device already exists")
+                raise CliError(f"Device {device!r} already exists on {tgt.name}")
             inherited = (obj.get("expanded_devices") or {}).get(device)
             if inherited is None:
-                raise CliError("The profile device doesn't exist")
+                raise CliError(f"No profile of {tgt.name} has a device {device!r}")
             dev = {**inherited, **(parse_settings(settings) if settings else {})}
             tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
             env.say(f"Device {device} overridden for {tgt.name}")
 
-    group.add_command(remove, "rm")
-    group.add_command(list_cmd, "ls")
     return group
 
 

@@ -49,7 +49,11 @@ class Files:
     def url(self, path: str, extra: str = "") -> str:
         from urllib.parse import quote
 
-        return self._base + quote(path, safe="/") + extra
+        try:
+            return self._base + quote(path, safe="/") + extra
+        except UnicodeEncodeError:  # undecodable bytes in an argument or a local file name
+            raise CliError(f"Invalid path {path!r} in {self.instance}: only UTF-8 file names "
+                           "can be transferred") from None
 
     def _ensure_instance(self) -> None:
         """A 404 on a path may mean that the instance itself is missing: say which."""
@@ -151,7 +155,16 @@ parents_option = click.option("-p", "--create-dirs", is_flag=True,
 
 @click.group("file", cls=LazyGroup, aliases={"rm": "delete"})
 def file_group() -> None:
-    """Manage files in instances (running or stopped)."""
+    """Manage files in instances (running or stopped).
+
+    \b
+      mc file push ./app.conf c1/etc/app.conf ; mc file pull c1/etc/hosts .
+      mc file push -r ./site c1/var/www/ ; mc file pull -r c1/var/log ./logs
+      mc file pull c1/etc/os-release - ; echo hi | mc file push - c1/tmp/hi
+      mc file create c1/tmp/d/ ; mc file delete -f c1/tmp/d ; mc file edit c1/etc/motd
+
+    Paths are resolved inside the instance: its symlinks never lead outside it.
+    """
 
 
 # -- push ------------------------------------------------------------------------------------
@@ -213,6 +226,8 @@ def _pick(value: int | None, st: os.stat_result | None, field: str) -> int | Non
 
 
 def _local_stat(path: str, follow: bool) -> os.stat_result:
+    if not path:
+        raise CliError('Invalid source path "": expected a local file name or - (stdin)')
     try:
         return os.stat(path) if follow else os.lstat(path)
     except OSError as e:
@@ -395,7 +410,11 @@ def _pull_file(files: Files, path: str, dest: str) -> None:
     import tempfile
 
     directory = os.path.dirname(dest) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".mc-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mc-", dir=directory)
+    except OSError as e:  # name dest, not the temporary file
+        hint = " (use --create-dirs/-p to create it)" if e.errno == errno.ENOENT else ""
+        raise CliError(f"Cannot write {dest}: {directory}: {e.strerror}{hint}") from None
     try:
         with os.fdopen(fd, "wb") as out:
             headers = _download_into(files, path, out)
@@ -541,7 +560,7 @@ def _replace_with_link(dirfd: int, name: str, target: str) -> None:
 
 
 # -- delete ----------------------------------------------------------------------------------
-@file_group.command("delete")
+@file_group.command("delete", short_help="Delete files in instances.")
 @click.argument("paths", nargs=-1, required=True, metavar="[<remote>:]<instance>/<path>...")
 @click.option("-f", "--force", is_flag=True, help="Delete directories and their contents.")
 @pass_env
@@ -554,7 +573,7 @@ def delete(env: Env, paths: tuple[str, ...], force: bool) -> None:
 
 
 # -- create ----------------------------------------------------------------------------------
-@file_group.command("create")
+@file_group.command("create", short_help="Create a file, directory or symlink.")
 @click.argument("target", metavar="[<remote>:]<instance>/<path>")
 @click.argument("link_target", required=False, metavar="[<symlink target>]")
 @click.option("--type", "kind", type=click.Choice(["file", "directory", "symlink"]),
@@ -591,7 +610,7 @@ def create(env: Env, target: str, link_target: str | None, kind: str | None,
 
 
 # -- edit ------------------------------------------------------------------------------------
-@file_group.command("edit")
+@file_group.command("edit", short_help="Edit a file in an instance.")
 @click.argument("target", metavar="[<remote>:]<instance>/<path>")
 @pass_env
 def edit(env: Env, target: str) -> None:

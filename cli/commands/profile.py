@@ -3,7 +3,6 @@ assign (an instance's profiles) and `device`, as lxc."""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -12,8 +11,17 @@ import click
 from cli.commands.device import parse_settings, profile_device
 from cli.context import Env, format_option, pass_env
 from cli.errors import CliError
-from cli.output import render, render_yaml
-from cli.params import local_name, url_part
+from cli.lazy import LazyGroup
+from cli.output import parse_format, render, render_yaml
+from cli.params import local_name, parse_remote, url_part
+from cli.yamledit import (
+    edit_until_accepted,
+    load_mapping,
+    mapping,
+    sorted_map,
+    string_map,
+    stringify,
+)
 
 Profile = dict[str, Any]
 
@@ -22,53 +30,35 @@ def _url(name: str) -> str:
     return f"/1.0/profiles/{url_part(name)}"
 
 
+def _name(arg: str) -> str:
+    return local_name(arg, "profile")
+
+
 def _instance_url(name: str) -> str:
     return f"/1.0/instances/{url_part(name)}"
 
 
-def stringify(value: Any) -> str:
-    """YAML scalars as the API's strings (`limits.cpu: 2` -> "2", `true` -> "true")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
-
-
 def parse_profile_yaml(text: str) -> Profile:
-    """The writable part of a profile from `show`-style YAML (name and used_by ignored)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as e:
-        raise CliError(f"Invalid YAML: {e}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise CliError("The profile YAML must be a mapping with config, description, devices")
-    config = data.get("config") or {}
-    devices = data.get("devices") or {}
-    if not isinstance(config, dict) or not isinstance(devices, dict):
-        raise CliError("config and devices must be mappings")
-    out_devices = {}
-    for name, dev in devices.items():
-        if not isinstance(dev, dict):
-            raise CliError(f"Device {name!r} must be a mapping of key: value")
-        out_devices[str(name)] = {str(k): stringify(v) for k, v in dev.items()}
-    return {
-        "description": stringify(data.get("description")),
-        "config": {str(k): stringify(v) for k, v in config.items()},
-        "devices": out_devices,
-    }
+    """The writable fields a `show`-style document gives (name and used_by are ignored);
+    fields it leaves out are not in the result, so they stay as they are."""
+    data = load_mapping(text)
+    out: Profile = {}
+    if "description" in data:
+        out["description"] = stringify(data["description"])
+    if "config" in data:
+        out["config"] = string_map(data["config"], "config")
+    if "devices" in data:
+        out["devices"] = {str(name): string_map(dev, f"Device {name!r}")
+                          for name, dev in mapping(data["devices"], "devices").items()}
+    return out
 
 
 def profile_yaml(profile: Profile) -> str:
     shown = {
         "name": profile.get("name", ""),
         "description": profile.get("description", ""),
-        "config": profile.get("config") or {},
-        "devices": profile.get("devices") or {},
+        "config": sorted_map(profile.get("config") or {}),
+        "devices": sorted_map(profile.get("devices") or {}),
         "used_by": profile.get("used_by") or [],
     }
     return render_yaml(shown)
@@ -82,48 +72,23 @@ def _writable(profile: Profile) -> Profile:
     }
 
 
-def run_editor(text: str, suffix: str = ".yaml") -> str:
-    """Edit `text` in $VISUAL/$EDITOR (vi by default); the edited text."""
-    import shlex
-    import subprocess
-    import tempfile
-
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    fd, path = tempfile.mkstemp(prefix="mc-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        if subprocess.call([*shlex.split(editor), path]) != 0:
-            raise CliError(f"The editor ({editor}) failed")
-        with open(path) as f:
-            return f.read()
-    finally:
-        os.unlink(path)
-
-
-def edit_interactively(text: str, apply: Any) -> None:
-    """Open the editor until `apply(edited)` succeeds or the user gives up (as lxc)."""
-    while True:
-        text = run_editor(text)
-        try:
-            apply(text)
-            return
-        except CliError as e:
-            click.echo(f"Config parsing error: {e.message}", err=True)
-            click.echo("Press enter to open the editor again or ctrl+c to abort change", err=True)
-            try:
-                input()
-            except (EOFError, KeyboardInterrupt):
-                raise CliError("Aborted: the profile was not changed") from None
-
-
 def _used_by(profile: Profile) -> int:
     return len(profile.get("used_by") or [])
 
 
-@click.group("profile")
+@click.group("profile", cls=LazyGroup,
+             aliases={"cp": "copy", "ls": "list", "mv": "rename", "rm": "delete"})
 def profile() -> None:
-    """Manage profiles."""
+    """Manage profiles.
+
+    \b
+      mc profile create small ; mc profile set small limits.memory=256MiB
+      mc profile device add small data disk source=/srv/data path=/mnt/data
+      mc launch busybox c1 -p default -p small ; mc profile remove c1 small
+
+    An instance's effective config is its profiles in order, then its own keys
+    (mc config show c1 --expanded); changing a profile changes every instance using it.
+    """
 
 
 profile.add_command(profile_device, "device")
@@ -135,6 +100,9 @@ profile.add_command(profile_device, "device")
 @pass_env
 def list_cmd(env: Env, remote: str | None, fmt: str) -> None:
     """List profiles."""
+    if remote is not None and parse_remote(remote)[1]:
+        raise click.UsageError(f'Unexpected argument "{remote}": expected [<remote>:]')
+    parse_format(fmt)  # a usage error before the daemon is asked anything
     profiles = sorted(
         env.client().get("/1.0/profiles?recursion=1") or [], key=lambda p: str(p.get("name"))
     )
@@ -150,10 +118,10 @@ def list_cmd(env: Env, remote: str | None, fmt: str) -> None:
 @pass_env
 def show(env: Env, name: str) -> None:
     """Show a profile as YAML."""
-    click.echo(profile_yaml(env.client().get(_url(local_name(name)))), nl=False)
+    click.echo(profile_yaml(env.client().get(_url(_name(name)))), nl=False)
 
 
-@profile.command("create")
+@profile.command("create", short_help="Create a profile.")
 @click.argument("name", metavar="[<remote>:]<profile>")
 @click.option("--description", help="Profile description.")
 @pass_env
@@ -164,7 +132,7 @@ def create(env: Env, name: str, description: str | None) -> None:
       mc profile create small
       mc profile create small < small.yaml
     """
-    name = local_name(name)
+    name = _name(name)
     body: Profile = {"name": name, "config": {}, "devices": {}}
     if not sys.stdin.isatty():
         body.update(parse_profile_yaml(sys.stdin.read()))
@@ -181,8 +149,8 @@ def create(env: Env, name: str, description: str | None) -> None:
 def copy(env: Env, source: str, target: str) -> None:
     """Copy a profile."""
     client = env.client()
-    src = client.get(_url(local_name(source)))
-    client.post("/1.0/profiles", {"name": local_name(target), **_writable(src)})
+    src = client.get(_url(_name(source)))
+    client.post("/1.0/profiles", {"name": _name(target), **_writable(src)})
 
 
 @profile.command("rename")
@@ -191,7 +159,7 @@ def copy(env: Env, source: str, target: str) -> None:
 @pass_env
 def rename(env: Env, old: str, new: str) -> None:
     """Rename a profile (instances using it follow)."""
-    old = local_name(old)
+    old = _name(old)
     env.client().post(_url(old), {"name": new})
     env.say(f"Profile {old} renamed to {new}")
 
@@ -201,36 +169,38 @@ def rename(env: Env, old: str, new: str) -> None:
 @pass_env
 def delete(env: Env, names: tuple[str, ...]) -> None:
     """Delete profiles."""
-    for name in map(local_name, names):
+    for name in map(_name, names):
         env.client().delete(_url(name))
         env.say(f"Profile {name} deleted")
 
 
-@profile.command("edit")
+@profile.command("edit", short_help="Edit a profile as YAML.")
 @click.argument("name", metavar="[<remote>:]<profile>")
 @pass_env
 def edit(env: Env, name: str) -> None:
     """Edit a profile as YAML: in $EDITOR on a terminal, else read from stdin."""
-    name = local_name(name)
+    name = _name(name)
     client = env.client()
 
     def apply(text: str) -> None:
-        client.put(_url(name), parse_profile_yaml(text))
+        changes = parse_profile_yaml(text)
+        if changes:  # fields left out stay; an empty document changes nothing
+            client.put(_url(name), {**_writable(client.get(_url(name))), **changes})
 
     if not sys.stdin.isatty():
         apply(sys.stdin.read())
         return
-    edit_interactively(profile_yaml(client.get(_url(name))), apply)
+    edit_until_accepted(profile_yaml(client.get(_url(name))), apply, "the profile")
 
 
-@profile.command("get")
+@profile.command("get", short_help="Print a profile config key.")
 @click.argument("name", metavar="[<remote>:]<profile>")
-@click.argument("key")
+@click.argument("key", metavar="<key>")
 @click.option("-p", "--property", "prop", is_flag=True, help="Get a property (description).")
 @pass_env
 def get(env: Env, name: str, key: str, prop: bool) -> None:
     """Print a profile's config key (or property with -p)."""
-    data = env.client().get(_url(local_name(name)))
+    data = env.client().get(_url(_name(name)))
     if prop:
         if key not in ("description", "name"):
             raise CliError(f'The property "{key}" does not exist on the profile')
@@ -239,14 +209,14 @@ def get(env: Env, name: str, key: str, prop: bool) -> None:
     click.echo((data.get("config") or {}).get(key, ""))
 
 
-@profile.command("set")
+@profile.command("set", short_help="Set profile config keys.")
 @click.argument("name", metavar="[<remote>:]<profile>")
 @click.argument("settings", nargs=-1, required=True, metavar="<key>=<value>...")
 @click.option("-p", "--property", "prop", is_flag=True, help="Set a property (description).")
 @pass_env
 def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
     """Set profile config keys (`key=value...`, or `key value`)."""
-    url = _url(local_name(name))
+    url = _url(_name(name))
     client = env.client()
     values = parse_settings(settings)
     current = client.get(url)
@@ -261,14 +231,14 @@ def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
     client.put(url, body)
 
 
-@profile.command("unset")
+@profile.command("unset", short_help="Unset a profile config key.")
 @click.argument("name", metavar="[<remote>:]<profile>")
-@click.argument("key")
+@click.argument("key", metavar="<key>")
 @click.option("-p", "--property", "prop", is_flag=True, help="Unset a property (description).")
 @pass_env
 def unset(env: Env, name: str, key: str, prop: bool) -> None:
     """Unset a profile config key (or property with -p)."""
-    url = _url(local_name(name))
+    url = _url(_name(name))
     client = env.client()
     body = _writable(client.get(url))
     if prop:
@@ -316,7 +286,7 @@ def remove(env: Env, instance: str, name: str) -> None:
     env.say(f"Profile {name} removed from {instance}")
 
 
-@profile.command("assign")
+@profile.command("assign", short_help="Set an instance's list of profiles.")
 @click.argument("instance", metavar="[<remote>:]<instance>")
 @click.argument("names", metavar="<profile>[,<profile>...]")
 @pass_env
@@ -329,9 +299,3 @@ def assign(env: Env, instance: str, names: str) -> None:
         env.say(f"Profiles {','.join(profiles)} applied to {instance}")
     else:
         env.say(f"All profiles removed from {instance}")
-
-
-profile.add_command(delete, "rm")
-profile.add_command(list_cmd, "ls")
-profile.add_command(rename, "mv")
-profile.add_command(copy, "cp")

@@ -50,6 +50,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except json.JSONDecodeError as e:
         return error(f"Request body is not valid JSON: {e.msg}", 400)
+    except ConnectionResetError:
+        # The client went away (e.g. an interrupted upload, already undone): nobody to answer.
+        log.info("Client disconnected during %s %s", request.method, request.path)
+        raise
     except Exception as e:  # the daemon must answer, whatever broke
         log.exception("Unhandled error in %s %s", request.method, request.path)
         return error(f"Internal error: {e}", 500)

@@ -11,6 +11,7 @@ and extracts the tar stream below it (a whole `mc file push -r` in one request).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,7 @@ routes = web.RouteTableDef()
 PATH = "/1.0/instances/{name}/files"
 SMALL_BODY = 1 << 20  # bodies up to this size are read at once and written inline
 READ_CHUNK = 1 << 18
+LIST_CHUNK = 4096  # directory entries encoded at once
 
 
 def _service(request: web.Request) -> FileService:
@@ -62,6 +64,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     result = await _service(request).read(name, path)
     headers = _headers(result.entry)
     if result.names is not None:
+        if len(result.names) > LIST_CHUNK:
+            return await _send_listing(request, result.names, headers)
         resp = sync(result.names)
         resp.headers.update(headers)
         return resp
@@ -70,6 +74,24 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                             content_type="application/octet-stream")
     assert result.fd is not None
     return await _send_fd(request, result.fd, headers)
+
+
+async def _send_listing(request: web.Request, names: list[str],
+                        headers: dict[str, str]) -> web.StreamResponse:
+    """A large listing (a container can make millions of entries) as the same sync envelope,
+    encoded and sent a chunk at a time so that other requests are served meanwhile."""
+    head, tail = sync([0]).body.split(b"[0]")  # type: ignore[union-attr]
+    resp = web.StreamResponse(headers=headers)
+    resp.content_type = "application/json"
+    await resp.prepare(request)
+    await resp.write(head + b"[")
+    for start in range(0, len(names), LIST_CHUNK):
+        text = json.dumps(names[start:start + LIST_CHUNK], separators=(",", ":"))[1:-1]
+        await resp.write(("," + text if start else text).encode())
+        await asyncio.sleep(0)  # write() does not yield unless the socket is backed up
+    await resp.write(b"]" + tail)
+    await resp.write_eof()
+    return resp
 
 
 async def _send_fd(request: web.Request, fd: int, headers: dict[str, str]) -> web.StreamResponse:

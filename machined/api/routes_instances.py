@@ -71,8 +71,7 @@ async def create_instance(request: web.Request) -> web.Response:
         raise BadRequest(f"Unsupported instance type {body.get('type')!r}: accepted is "
                          "container")
     name = body.get("name") or ""
-    if name:
-        model.check_name(name)
+    svc.check_create(body)
 
     async def work(op: Operation) -> dict[str, Any] | None:
         created = await svc.create(body, op)

@@ -31,7 +31,7 @@ async def server_info(request: web.Request) -> web.Response:
     return sync({
         "api_extensions": [], "api_status": "stable", "api_version": "1.0",
         "auth": "trusted", "public": False, "auth_methods": ["tls"],
-        "config": settings.get_all(state.db),
+        "config": dict(sorted(settings.get_all(state.db).items())),
         "environment": {
             "architectures": [platform.machine()], "kernel": uname.sysname,
             "kernel_version": uname.release, "kernel_architecture": uname.machine,

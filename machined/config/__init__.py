@@ -15,7 +15,7 @@ from machined.config.schema import (
     SERVER_KEYS,
     ConfigKey,
 )
-from machined.config.validate import Validator
+from machined.config.validate import Validator, is_utf8
 from machined.errors import BadRequest
 
 __all__ = ["INSTANCE_KEYS", "SERVER_KEYS", "ConfigKey", "validate_instance_config",
@@ -38,9 +38,18 @@ def _did_you_mean(key: str, known: Mapping[str, ConfigKey]) -> str:
 
 
 def _check_key_text(key: str, what: str) -> None:
-    if not key or any(c in key for c in "\n\r\0"):
-        raise BadRequest(f"Invalid {what} configuration key {key!r}: keys are non-empty and may "
-                         "not contain newlines or NUL")
+    if not key or any(c in key for c in "\n\r\0") or not is_utf8(key):
+        raise BadRequest(f"Invalid {what} configuration key {key!r}: keys are non-empty UTF-8 "
+                         "text without newlines or NUL")
+
+
+def _check_value_type(key: str, value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid value {value!r} for {what} key {key!r}: values must be "
+                         "strings")
+    if not is_utf8(value):
+        raise BadRequest(f"Invalid value {value!r} for {what} key {key!r}: values must be "
+                         "UTF-8 text")
 
 
 def _check_environment_name(key: str) -> None:
@@ -56,9 +65,7 @@ def validate_instance_config(config: Mapping[str, object], *,
     is accepted for every key a user may set."""
     for key, value in config.items():
         _check_key_text(str(key), "instance")
-        if not isinstance(value, str):
-            raise BadRequest(f"Invalid value {value!r} for instance key {key!r}: values must "
-                             "be strings")
+        _check_value_type(key, value, "instance")
         if key.startswith("volatile."):
             if allow_volatile:
                 continue
@@ -86,9 +93,7 @@ def validate_server_config(config: Mapping[str, object]) -> None:
             raise BadRequest(f"Unknown server configuration key {key!r}"
                              f"{_did_you_mean(key, SERVER_KEYS)}: accepted are "
                              + ", ".join(sorted(SERVER_KEYS)))
-        if not isinstance(value, str):
-            raise BadRequest(f"Invalid value {value!r} for server key {key!r}: values must "
-                             "be strings")
+        _check_value_type(key, value, "server")
         if value:
             _check(key, value, row.validator, "server")
 

@@ -167,6 +167,9 @@ def validate_device(name: Any, config: Any) -> None:
         if not isinstance(value, str):
             raise BadRequest(f"Invalid value {value!r} for key {key!r} of device {name!r}: "
                              "values must be strings")
+        if not v.is_utf8(f"{key}{value}"):
+            raise BadRequest(f"Invalid key or value {key!r}: {value!r} of device {name!r}: "
+                             "keys and values must be UTF-8 text")
     kind = config.get("type")
     accepted = ", ".join(sorted(TYPES))
     if kind is None:

@@ -214,6 +214,16 @@ def _is_ip(text: str, version: int) -> bool:
         return False
 
 
+def is_utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (undecodable bytes from a client's argv or
+    file names): they cannot be stored or sent as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # Validators (what the key tables use).
 
 def _parses(parser: Callable[[str], object]) -> Callable[[str], bool]:

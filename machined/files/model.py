@@ -4,6 +4,7 @@ ParseLXDFileHeaders semantics), id ranges, and which owner and mode a pushed fil
 from __future__ import annotations
 
 import posixpath
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ def archive_parts(name: str) -> tuple[str, ...]:
     '..' are refused outright (as images/unpack.py does), not cleaned into something else."""
     if "\0" in name:
         raise BadRequest(f"Archive member {name!r} contains a NUL byte")
+    if len(name.encode(errors="surrogateescape")) > MAX_PATH:
+        raise BadRequest(f"Archive member name {name[:64]!r}... is longer than {MAX_PATH} bytes")
     if name.startswith("/"):
         raise BadRequest(f"Archive member {name!r} has an absolute name, which is refused")
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
@@ -46,6 +49,38 @@ def archive_parts(name: str) -> tuple[str, ...]:
     if not parts:
         raise BadRequest(f"Archive member {name!r} names the target directory itself")
     return parts
+
+
+MAX_ARCHIVE_HEADER = 1 << 20
+_EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                     tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+class ArchiveInfo(tarfile.TarInfo):
+    """tarfile reads an extended header (pax, GNU long name/link) whole into memory, and a
+    sparse map for as long as the stream goes on (old GNU extension blocks, pax 1.0 maps):
+    big headers and sparse members are refused before that happens. Pass as
+    tarfile.open(..., tarinfo=ArchiveInfo)."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_ARCHIVE_HEADER:
+            raise BadRequest(f"The archive has an extended header (pax or GNU long name) of "
+                             f"{self.size} bytes: at most {MAX_ARCHIVE_HEADER} are accepted")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse(self.name)
+        member = super()._proc_member(archive)  # type: ignore[misc]
+        if member.sparse is not None:
+            raise _sparse(member.name)
+        return member
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str],
+                           archive: tarfile.TarFile) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+
+def _sparse(name: str) -> BadRequest:
+    return BadRequest(f"Archive member {name!r} is a sparse file, which is not accepted (only "
+                      "files, directories and symlinks)")
 
 
 def under_link(parts: tuple[str, ...], links: set[tuple[str, ...]]) -> bool:

@@ -35,6 +35,7 @@ MAX_IN_FLIGHT = 4
 PIPE_CHUNK = 1 << 18  # request body bytes handed to the extraction thread at once
 PIPE_SLOTS = 16
 MAX_SYMLINK_TARGET = 4096
+BIG_DIR = 64 << 10  # st_size of a directory listed in a worker thread (ext4: ~1000 entries)
 
 Entry = inroot.Entry
 
@@ -80,7 +81,12 @@ class FileService:
     async def read(self, name: str, path: str) -> ReadResult:
         rootfs = self._rootfs(name)
         with _errors(name, path), inroot.Root(rootfs) as root:
-            entry, what = root.open_read(path)
+            entry, what = root.open_read(path, big_dir=BIG_DIR)
+        if entry.kind == "directory" and isinstance(what, int):
+            # A container can fill a directory with millions of entries: listing one that
+            # large inline would stall every other request (see INLINE).
+            with _errors(name, path):
+                what = await asyncio.to_thread(inroot.list_dir, what)
         if isinstance(what, int):
             return ReadResult(entry, fd=what)
         if isinstance(what, list):
@@ -288,7 +294,7 @@ def _extract(rootfs: str, name: str, dest: str, headers: PushHeaders, pipe: _Bod
         with (inroot.Root(rootfs) as root,
               io.BufferedReader(pipe, WRITE_CHUNK) as stream,
               tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
-                           errors="surrogateescape") as tar):
+                           errors="surrogateescape", tarinfo=model.ArchiveInfo) as tar):
             for info in tar:
                 parts = model.archive_parts(info.name)
                 if model.under_link(parts, links):
@@ -302,7 +308,7 @@ def _extract(rootfs: str, name: str, dest: str, headers: PushHeaders, pipe: _Bod
                     _extract_member(root, tar, info, path, member)
                 if info.issym():
                     links.add(parts)
-                else:
+                elif not info.isdir():  # a directory member leaves a link there as it is
                     links.discard(parts)
                 count += 1
     except tarfile.TarError as e:

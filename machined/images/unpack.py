@@ -13,6 +13,7 @@ removed on any failure; nothing else writes there, so the archive itself is the 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import errno
 import io
 import logging
@@ -39,6 +40,7 @@ from machined.images.format import (
     detect_file,
     load_metadata,
 )
+from machined.storage.dir import remove_tree
 from machined.sys.run import CommandError, run
 
 log = logging.getLogger(__name__)
@@ -416,7 +418,9 @@ def _staging(dest: Path) -> Iterator[tuple[Path, int, UnpackReport]]:
             os.close(fd)
         os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Not shutil.rmtree: it recurses, and a hostile archive can nest deeper than that.
+        with contextlib.suppress(OSError):
+            remove_tree(Path(tmp))
         raise
 
 

@@ -36,6 +36,7 @@ def check_name(name: Any) -> str:
 
 
 def _config(raw: Any) -> dict[str, str]:
+    """The validated config of a request; "" values stay in it (they mean "unset")."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -43,6 +44,11 @@ def _config(raw: Any) -> dict[str, str]:
     config = {str(k): v for k, v in raw.items()}
     validate_instance_config(config)
     return config
+
+
+def _set(config: dict[str, str]) -> dict[str, str]:
+    """Without the unset ("") keys: an empty value is never stored."""
+    return {k: v for k, v in config.items() if v != ""}
 
 
 def _devices(raw: Any) -> dict[str, dict[str, str]]:
@@ -67,7 +73,7 @@ class ProfileService:
         name = check_name(body.get("name"))
         rec = db_profiles.ProfileRecord(
             name=name, description=str(body.get("description") or ""),
-            config=_config(body.get("config")), devices=_devices(body.get("devices")))
+            config=_set(_config(body.get("config"))), devices=_devices(body.get("devices")))
         db_profiles.create(self.state.db, rec)
         log.info("Created profile %s", name)
         return name
@@ -78,12 +84,12 @@ class ProfileService:
             new = db_profiles.ProfileRecord(name, old.description, dict(old.config),
                                             dict(old.devices))
             if patch:
-                new.config.update(_config(body.get("config")))
+                new.config = _set({**new.config, **_config(body.get("config"))})
                 new.devices.update(_devices(body.get("devices")))
                 if "description" in body:
                     new.description = str(body["description"] or "")
             else:
-                new.config = _config(body.get("config"))
+                new.config = _set(_config(body.get("config")))
                 new.devices = _devices(body.get("devices"))
                 new.description = str(body.get("description") or "")
             users = db_profiles.used_by(self.state.db, name)

@@ -117,6 +117,19 @@ class InstanceService:
         layers = [db_profiles.get(self.state.db, p).devices for p in profiles]
         _config, expanded = model.expand([({}, d) for d in layers], {}, devices)
         devmod.validate_expanded(expanded)
+        self._check_disk_sources(expanded)
+
+    def _check_disk_sources(self, devices: dict[str, dict[str, str]]) -> None:
+        """Disk sources are opened on the host, following host links: one below the state
+        directory (rootfs trees that containers write) could be swapped for a link to /."""
+        state_root = os.path.realpath(self.state.paths.root)
+        for name, dev in devices.items():
+            source = dev.get("source", "") if dev.get("type") == "disk" else ""
+            real = os.path.realpath(source) if source else ""
+            if real and (real == state_root or real.startswith(state_root + "/")):
+                raise BadRequest(
+                    f"Device {name!r}: source {source} is inside machined's state directory "
+                    f"{state_root}, which instances can write to: use a host path outside it")
 
     def running(self, name: str) -> runtime.RunningContainer | None:
         return runtime.find(self.state.paths.run(name))
@@ -154,15 +167,20 @@ class InstanceService:
 
     # Creating
 
-    async def create(self, request: dict[str, Any], op: Any = None) -> str:
-        name = request.get("name") or _random_name()
-        model.check_name(name)
+    def check_create(self, request: dict[str, Any]) -> db_images.ImageRecord:
+        """Everything a create request can be refused for before any work starts (the API
+        calls it before it answers, so a bad launch fails before "Creating..."); returns the
+        source image."""
+        name = request.get("name")
+        if name:
+            model.check_name(name)
+        if name and db_instances.exists(self.state.db, name):
+            raise Conflict(f"Instance {name!r} already exists")
         config = {str(k): v for k, v in (request.get("config") or {}).items()}
         validate_instance_config(config)
-        devices = request.get("devices") or {}
         profiles = request.get("profiles")
         profiles = ["default"] if profiles is None else list(profiles)
-        self.check_devices(profiles, devices)
+        self.check_devices(profiles, request.get("devices") or {})
         source = request.get("source") or {}
         if source.get("type", "image") != "image":
             raise BadRequest(f"Unsupported instance source type {source.get('type')!r}: "
@@ -172,7 +190,15 @@ class InstanceService:
         image_name = source.get("fingerprint") or source.get("alias")
         if not image_name:
             raise BadRequest("Instance source needs an image alias or fingerprint")
-        image = store.resolve(self.state, image_name)
+        return store.resolve(self.state, image_name)
+
+    async def create(self, request: dict[str, Any], op: Any = None) -> str:
+        image = self.check_create(request)
+        name = request.get("name") or _random_name()
+        config = {str(k): v for k, v in (request.get("config") or {}).items()}
+        devices = request.get("devices") or {}
+        profiles = request.get("profiles")
+        profiles = ["default"] if profiles is None else list(profiles)
         async with self.state.instance_locks[name]:
             if db_instances.exists(self.state.db, name):
                 raise Conflict(f"Instance {name!r} already exists")
@@ -248,6 +274,7 @@ class InstanceService:
         logs = self.state.paths.logs(name)
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         limits = model.runtime_limits(config, _host_memory())
+        self._check_disk_sources(inst.expanded_devices)
         init = model.resolve_in_rootfs(lambda p: inroot.read_link(os.fspath(rootfs), p),
                                        "/sbin/init")
         return runtime.LaunchSpec(

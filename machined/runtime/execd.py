@@ -200,7 +200,7 @@ class Server:
             for fd in (master, slave):
                 if fd >= 0:
                     os.close(fd)
-            self.send(("error", exec_id, str(e)))
+            self.send(("error", exec_id, _describe(e)))
             return
         if pid == 0:
             try:
@@ -228,6 +228,14 @@ class Server:
         del self.by_id[exec_id]
         code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         self.send(("exit", exec_id, code))
+
+
+def _describe(e):
+    if isinstance(e, OSError) and e.errno == 11:  # EAGAIN from fork: pids.max reached
+        return "cannot start a process: the instance is at its process limit (limits.processes)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e)
 
 
 def _quiet_exit(*_args):

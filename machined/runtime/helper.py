@@ -152,8 +152,9 @@ def write_hostname(name: str) -> None:
     filesystems (a privileged container's /etc/hostname -> /proc/... must not be written)."""
     how = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV
     try:
-        fd = linux.openat2(linux.AT_FDCWD, "/etc/hostname",
-                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, how, 0o644)
+        # O_NONBLOCK: the container may have made it a FIFO, which would block until read.
+        fd = linux.openat2(linux.AT_FDCWD, "/etc/hostname", os.O_WRONLY | os.O_CREAT
+                           | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, how, 0o644)
     except OSError:
         return
     try:
@@ -319,6 +320,11 @@ def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
             except OSError as e:
                 raise SetupError(f"Idmapped mounts are not supported for {sp.rootfs} ({e}); "
                                  "unprivileged containers need them.") from e
+            # nodev (locked once the mount namespace changes owner): on-disk uid 0 is
+            # container root here and unprivileged containers get no devices cgroup, so a
+            # node left in the rootfs (made while privileged, say `b 8:0`) would be the host's
+            # raw disk. The container's own nodes are bind mounts (/dev, unix-* devices).
+            linux.mount_setattr(tree, linux.MOUNT_ATTR_NODEV, recursive=True, path=sp.rootfs)
             linux.move_mount(tree, target)
             os.close(tree)
         if devs:
@@ -371,6 +377,10 @@ def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int
 
 
 def describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, SetupError) and e.strerror:
+        # "[Errno 22] ..." is Python's spelling, not a sentence for users.
+        where = f": {e.filename}" if e.filename else ""
+        return (e.strerror + where).replace("\n", " ")
     if isinstance(e, (SetupError, OSError)):
         return str(e).replace("\n", " ")
     return "".join(traceback.format_exception_only(type(e), e)).strip().replace("\n", " ")
@@ -414,9 +424,14 @@ class Monitor:
             os._exit(1)
         os.close(wr)
         out = b""
-        while chunk := os.read(rd, 4096):  # EOF once init exec'd (cloexec) or all died
-            out += chunk
-        os.close(rd)
+        try:
+            while chunk := os.read(rd, 4096):  # EOF once init exec'd (cloexec) or all died
+                out += chunk
+        except BaseException:  # SETUP_TIMEOUT: init (if forked) is stuck somewhere
+            cgroups.remove(self.paths)  # kills it: it was attached before it was forked
+            raise
+        finally:
+            os.close(rd)
         os.waitpid(pid, 0)
         init_pid, errors = 0, []
         for line in out.decode(errors="replace").splitlines():

@@ -87,7 +87,7 @@ _CONFINED = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS | linux.RESOLVE_
 _DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_TREE_DEPTH = 1024  # directories held open at once by a recursive delete
+MAX_OPEN_DIRS = 64  # directory fds a recursive delete holds at once
 
 
 class RootfsError(OSError):
@@ -127,8 +127,17 @@ def _components(path: str) -> list[str]:
 
 def _reopen(fd: int, flags: int) -> int:
     """Open the object an O_PATH fd names with real access. /proc/self/fd/N is our own fd
-    table (the host's /proc), so this reaches exactly the inode that was checked."""
-    return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC | os.O_NOCTTY)
+    table (the host's /proc), so this reaches exactly the inode that was checked.
+    O_NONBLOCK: container root owns its files and may hold a lease on one (F_SETLEASE);
+    a blocking open would wait out lease-break-time (45 s) with the daemon's event loop.
+    Instead the open fails at once with EWOULDBLOCK (the break is started); O_NONBLOCK has
+    no other effect on regular files and directories."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}",
+                       flags | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except BlockingIOError:
+        raise RootfsError(errno.EWOULDBLOCK, "in use: a process of the instance holds a lease "
+                          "on it, which is being broken now; try again") from None
 
 
 class Root:
@@ -187,10 +196,12 @@ class Root:
         finally:
             os.close(obj)
 
-    def open_read(self, path: str) -> tuple[Entry, int | list[str] | str | None]:
+    def open_read(self, path: str, big_dir: int = -1
+                  ) -> tuple[Entry, int | list[str] | str | None]:
         """(entry, what to serve): a readable fd for a file, sorted names for a directory,
         the target text for a symlink, None for anything else (FIFOs, devices, sockets are
-        never opened)."""
+        never opened). A directory larger than big_dir bytes (st_size, when >= 0) comes as an
+        fd for list_dir() instead: listing millions of entries takes seconds."""
         parent, name = self.parent(path)
         try:
             obj = self._object(parent, name)
@@ -202,10 +213,7 @@ class Root:
                 return entry, _reopen(obj, os.O_RDONLY)
             if entry.kind == "directory":
                 fd = _reopen(obj, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    return entry, sorted(os.listdir(fd))
-                finally:
-                    os.close(fd)
+                return entry, fd if 0 <= big_dir < entry.size else list_dir(fd)
             if entry.kind == "symlink":
                 return entry, os.readlink("", dir_fd=obj)
             return entry, None
@@ -333,11 +341,19 @@ class Root:
             if existing.kind != "directory":
                 os.unlink(name, dir_fd=parent)
             elif recursive:
-                _remove_tree(parent, name)
+                remove_tree_at(parent, name)
             else:
                 os.rmdir(name, dir_fd=parent)
         finally:
             os.close(parent)
+
+
+def list_dir(fd: int) -> list[str]:
+    """Sorted names in the directory open as fd, which is closed."""
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 class FileWriter:
@@ -430,15 +446,16 @@ def _unlink_quiet(parent: int, name: str) -> None:
         os.unlink(name, dir_fd=parent)
 
 
-def _remove_tree(top_parent: int, top_name: str) -> None:
+def remove_tree_at(top_parent: int, top_name: str) -> None:
     """rm -r without recursion in Python: a stack of directory fds, each opened O_NOFOLLOW
     relative to its parent. A directory swapped for a symlink fails to open (ELOOP/ENOTDIR)
-    and the link itself is unlinked; nothing is ever resolved by name from the top."""
+    and the link itself is unlinked; nothing is ever resolved by name from the top. Any depth
+    (a container can nest directories far deeper than PATH_MAX or Python's recursion limit):
+    at most MAX_OPEN_DIRS levels are open at once; a directory further down is first moved
+    up into the top directory (renamed between fds) and removed from there."""
     stack: list[tuple[int, str, list[str]]] = []
 
     def enter(parent: int, name: str) -> None:
-        if len(stack) >= MAX_TREE_DEPTH:
-            raise RootfsError(errno.ELOOP, f"Directory tree is deeper than {MAX_TREE_DEPTH} levels")
         fd = os.open(name, _DIR_READ, dir_fd=parent)
         try:
             with os.scandir(fd) as it:
@@ -463,6 +480,9 @@ def _remove_tree(top_parent: int, top_name: str) -> None:
             except FileNotFoundError:
                 pass
             except IsADirectoryError:
+                if len(stack) >= MAX_OPEN_DIRS:
+                    _move_up(fd, child, stack[0])
+                    continue
                 try:
                     enter(fd, child)
                 except OSError as e:
@@ -473,3 +493,12 @@ def _remove_tree(top_parent: int, top_name: str) -> None:
     finally:
         for fd, _name, _names in stack:
             os.close(fd)
+
+
+def _move_up(fd: int, child: str, top: tuple[int, str, list[str]]) -> None:
+    moved = _temp_name()
+    try:
+        os.rename(child, moved, src_dir_fd=fd, dst_dir_fd=top[0])
+    except FileNotFoundError:
+        return  # gone meanwhile
+    top[2].append(moved)

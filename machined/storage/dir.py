@@ -5,12 +5,12 @@ interrupted copy never looks like a finished one."""
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 
 from machined.errors import Conflict, NotFound
 from machined.paths import Paths
+from machined.runtime import rootfs as inroot
 from machined.sys.run import CommandError, run, run_async
 
 
@@ -120,8 +120,15 @@ def copy_tree(source: Path, target: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """shutil.rmtree works on directory fds and does not follow symlinks inside the tree."""
+    """Works on directory fds, never follows symlinks inside the tree, and removes a tree of
+    any depth (not shutil.rmtree: it recurses, and a container can nest directories deeper
+    than Python's recursion limit, which made the instance undeletable and, once in tmp/,
+    stopped the daemon from starting)."""
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
-        shutil.rmtree(path)
+        parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            inroot.remove_tree_at(parent, path.name)
+        finally:
+            os.close(parent)

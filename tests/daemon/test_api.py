@@ -171,6 +171,14 @@ def test_bad_config_at_create_stores_nothing(daemon, api, tmp_path):
     try:
         res = daemon.mc("init", fp[:12], "cfg1", "-c", "limits.cpu=zero")
         assert res.code == 1 and "limits.cpu" in res.err and "'zero'" in res.err
+        # Refused before any operation starts: never "Starting..." first.
+        res = daemon.mc("launch", fp[:12], "cfg1", "-p", "nosuchprofile")
+        assert res.code == 1 and "Profile 'nosuchprofile' not found" in res.err
+        assert "Starting" not in res.out + res.err
+        with pytest.raises(ApiError) as e:
+            api.post("/1.0/instances", {"name": "cfg1", "source": {"type": "image",
+                     "alias": "no-such-image"}})
+        assert e.value.status == 404
         assert "cfg1" not in [i["name"] for i in daemon.instances()]
         assert not (daemon.root / "storage-pools/default/containers/cfg1").exists()
         daemon.ok("init", fp[:12], "cfg1", "-c", "user.owner=alice")

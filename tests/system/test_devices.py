@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -214,10 +215,10 @@ def test_device_commands_and_override(daemon, busybox_image, created, hostdir):
     shown = daemon.ok("config", "device", "show", name)
     assert "readonly" not in shown and "path: /mnt/d" in shown
     res = daemon.mc("config", "device", "add", name, "d", "disk", "source=/x", "path=/y")
-    assert res.code == 1 and "The device already exists" in res.err
+    assert res.code == 1 and f"Device 'd' already exists on {name}" in res.err
     # root comes from the default profile: it cannot be edited here, only overridden.
     res = daemon.mc("config", "device", "set", name, "root", "pool=default")
-    assert res.code == 1 and "Override device or modify profile instead" in res.err
+    assert res.code == 1 and f"override it (mc config device override {name} root)" in res.err
     daemon.ok("config", "device", "override", name, "root")
     inst = json.loads(daemon.ok("list", "--format", "json"))
     mine = next(i for i in inst if i["name"] == name)
@@ -272,3 +273,61 @@ def test_two_devices_on_one_path_are_refused(daemon, busybox_image, created, hos
                     "path=/mnt/x/")
     assert res.code == 1
     assert "Devices 'a' and 'b' both use path '/mnt/x' inside the instance" in res.err
+
+
+def test_disk_source_inside_the_state_directory_is_refused(daemon, busybox_image, created,
+                                                          hostdir):
+    """A rootfs is container-writable: a source below it could be swapped for a link to /."""
+    name = _new(daemon, busybox_image, created, "p-statesrc", start=False)
+    inside = daemon.root / "storage-pools/default/containers/p-statesrc/rootfs/tmp"
+    res = daemon.mc("config", "device", "add", name, "s", "disk", f"source={inside}",
+                    "path=/mnt/s")
+    assert res.code == 1 and "is inside machined's state directory" in res.err
+    # A link on the host pointing into the state directory is seen through as well.
+    link = hostdir / "to-state"
+    link.symlink_to(daemon.root)
+    res = daemon.mc("config", "device", "add", name, "s", "disk", f"source={link}",
+                    "path=/mnt/s")
+    assert res.code == 1 and "is inside machined's state directory" in res.err
+    assert "s" not in next(i for i in daemon.instances() if i["name"] == name)["devices"]
+
+
+def test_device_nodes_in_the_rootfs_are_dead_in_an_unprivileged_container(daemon, busybox_image,
+                                                                          created):
+    """Device nodes that end up in the rootfs (made while the container was privileged, or by
+    any other path) must not open once it is unprivileged: the rootfs is a host filesystem
+    whose on-disk uid 0 is container root, and unprivileged containers get no devices cgroup,
+    so a node like `b 8:0` would be the host's raw disk."""
+    name = _new(daemon, busybox_image, created, "s-nodes",
+                ("zero", "unix-char", "source=/dev/zero", "path=/mnt/zero"),
+                config=("security.privileged=true",))
+    assert _sh(daemon, name, "mknod -m 600 /evilnull c 1 3 && mknod -m 600 /evilblk b 7 0"
+               ).code == 0
+    daemon.ok("stop", name, "--force")
+    daemon.ok("config", "set", name, "security.privileged=false")
+    daemon.ok("start", name)
+    assert daemon.ok("exec", name, "--", "stat", "-c", "%u %t:%T", "/evilnull").strip() \
+        == "0 1:3"  # container root owns it ...
+    res = _sh(daemon, name, "echo x > /evilnull")
+    assert res.code != 0 and "Permission denied" in res.err  # ... but cannot open it
+    res = _sh(daemon, name, "dd if=/evilblk of=/dev/null count=0")  # open only
+    assert res.code != 0 and "Permission denied" in res.err
+    # The flag is locked: container root cannot lift it.
+    res = _sh(daemon, name, "mount -o remount,bind,dev / && echo x > /evilnull")
+    assert res.code != 0 and "permission denied" in res.err.lower()
+    # Control: nodes the runtime binds in (its own /dev, unix-char devices placed anywhere,
+    # even on the rootfs) still work.
+    assert _sh(daemon, name, "echo x > /dev/null && head -c 4 /mnt/zero | od -An -tx1"
+               ).out.split() == ["00"] * 4
+
+
+def test_a_fifo_at_etc_hostname_does_not_hang_the_start(daemon, busybox_image, created):
+    """init writes /etc/hostname at boot; the container may have made it a FIFO, whose
+    open for writing would block until a reader comes (never: init has not exec'd yet)."""
+    name = _new(daemon, busybox_image, created, "s-fifo")
+    assert _sh(daemon, name, "rm -f /etc/hostname && mkfifo /etc/hostname").code == 0
+    daemon.ok("stop", name, "--force")
+    start = time.monotonic()
+    daemon.ok("start", name)
+    assert time.monotonic() - start < 10
+    assert daemon.ok("exec", name, "--", "hostname").strip() == name

@@ -4,16 +4,19 @@ or written."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import subprocess
+import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cli.client import Client
+from cli.client import Client, connect_unix, read_head
 from machined.runtime import rootfs as inroot
 from tests.conftest import Daemon
 
@@ -200,6 +203,41 @@ def test_recursive_push_refuses_unsupported_types(daemon, running, tmp_path):
     assert daemon.mc("file", "pull", f"{running}/tmp/fifo-tree/ok", "-").code != 0
 
 
+def _push_tar(daemon: Daemon, name: str, path: str, *members: tarfile.TarInfo) -> dict:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info in members:
+            tar.addfile(info, io.BytesIO(b"x" * info.size))
+    client = Client(os.fspath(daemon.socket))
+    try:
+        resp = client.raw("POST", f"/1.0/instances/{name}/files?path={path}",
+                          body=out.getvalue(), headers={"X-LXD-type": "directory",
+                                                        "Content-Type": "application/x-tar"})
+    finally:
+        client.close()
+    return json.loads(resp.body)
+
+
+def _member(name: str, kind: bytes, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, link
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+def test_archive_link_then_directory_of_the_same_name_stays_a_link(daemon, running):
+    """A directory member over a symlink member leaves the link (mkdir -p semantics), so
+    what follows below it still goes through a link the archive made: refused."""
+    inside(daemon, running, "rm", "-rf", "/tmp/tl", "/tmp/tl-target")
+    inside(daemon, running, "mkdir", "/tmp/tl-target")
+    body = _push_tar(daemon, running, "/tmp/tl",
+                     _member("a", tarfile.SYMTYPE, link="/tmp/tl-target"),
+                     _member("a", tarfile.DIRTYPE), _member("a/x", tarfile.REGTYPE, 1))
+    assert body["error"] == ("Archive member 'a/x' is below a symlink the archive made, "
+                             "which is never followed")
+    assert inside(daemon, running, "ls", "-A", "/tmp/tl-target") == ""
+
+
 def test_pull_recursive(daemon, running, tmp_path):
     top = make_tree(tmp_path / "src")
     daemon.ok("file", "push", "-r", "-p", os.fspath(top), f"{running}/srv/pullme")
@@ -349,6 +387,113 @@ def test_large_push_streams(daemon, running, tmp_path):
     daemon.ok("file", "delete", f"{running}/root/big")
 
 
+def test_archive_push_refuses_huge_headers_without_reading_them(daemon, running):
+    """tarfile would read a GNU long-name header of 256 MiB whole into the daemon's memory."""
+    size = 256 << 20
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    head = (f"POST /1.0/instances/{running}/files?path=/tmp/huge HTTP/1.1\r\nHost: x\r\n"
+            "X-LXD-type: directory\r\nContent-Type: application/x-tar\r\n"
+            f"Content-Length: {512 + size + 1024}\r\nConnection: close\r\n\r\n")
+    hwm = _daemon_hwm(daemon)
+    sock = connect_unix(os.fspath(daemon.socket))
+    try:
+        sock.sendall(head.encode() + info.tobuf(tarfile.GNU_FORMAT))
+        chunk = b"a" * (1 << 20)
+        try:
+            for _ in range(size >> 20):
+                sock.sendall(chunk)
+            sock.sendall(bytes(1024))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused early, as it should be
+        status, _reason, headers = read_head(sock.makefile("rb"))
+    finally:
+        sock.close()
+    assert status == 400
+    assert _daemon_hwm(daemon) - hwm < 64 << 20
+
+
+def test_huge_directory_listing_does_not_stall_the_daemon(daemon, running, rm_rf):
+    """A container can fill a directory with hundreds of thousands of entries: listing it
+    must not freeze every other API request meanwhile."""
+    big = rootfs(daemon, running) / "tmp/big"
+    big.mkdir()
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(100_000):  # made host-side: much faster than from inside
+            os.symlink("x", f"l{i:0200d}", dir_fd=fd)
+    finally:
+        os.close(fd)
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        probe_client = Client(os.fspath(daemon.socket))
+        try:
+            while not done.is_set():
+                start = time.monotonic()
+                assert probe_client.raw("GET", "/1.0").status == 200
+                latencies.append(time.monotonic() - start)
+                time.sleep(0.005)
+        finally:
+            probe_client.close()
+
+    client = Client(os.fspath(daemon.socket))
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        time.sleep(0.2)
+        start = time.monotonic()
+        resp = client.raw("GET", f"/1.0/instances/{running}/files?path=/tmp/big")
+        took = time.monotonic() - start
+        time.sleep(0.1)
+    finally:
+        done.set()
+        prober.join()
+        client.close()
+        daemon.ok("file", "delete", "-f", f"{running}/tmp/big")
+    body = json.loads(resp.body)
+    assert (body["type"], body["status_code"], resp.headers["x-lxd-type"]) == (
+        "sync", 200, "directory")
+    names = body["metadata"]
+    assert len(names) == 100_000 and names[0] == f"l{0:0200d}" and names == sorted(names)
+    # Inline, a probe waited for the whole listing (0.33 s of 0.36 s here); now ~0.07 s.
+    assert max(latencies) < max(0.15, took / 2), (max(latencies), took)
+
+
+def test_a_lease_in_the_container_does_not_stall_the_daemon(daemon, debian_image):
+    """Container root owns its files, so it may take a write lease on one (F_SETLEASE): an
+    open(2) by the daemon would then wait out /proc/sys/fs/lease-break-time (45 s), with the
+    whole API frozen. The daemon opens without waiting and says the file is busy."""
+    name = "s-lease"
+    daemon.ok("launch", debian_image, name)
+    holder = None
+    try:
+        script = ('open(F, ">", "/root/f"); print F "data"; close F; open(F, "<", "/root/f");'
+                  ' $SIG{IO} = "IGNORE"; fcntl(F, 1024, 1) or die "F_SETLEASE: $!";'
+                  ' $| = 1; print "leased\\n"; sleep 120')
+        holder = subprocess.Popen([daemon.mc_path, "exec", name, "--", "perl", "-e", script],
+                                  env=daemon.env, stdout=subprocess.PIPE)
+        assert holder.stdout is not None and holder.stdout.readline() == b"leased\n"
+        busy = ("/root/f: in use: a process of the instance holds a lease on it, which is "
+                "being broken now; try again")
+        start = time.monotonic()
+        assert fail(daemon, "file", "pull", f"{name}/root/f", "-") == f"Error: {busy}"
+        client = Client(os.fspath(daemon.socket))
+        try:  # appending opens the file too
+            resp = client.raw("POST", f"/1.0/instances/{name}/files?path=/root/f",
+                              body=b"more", headers={"X-LXD-write": "append"})
+        finally:
+            client.close()
+        assert resp.status == 400 and json.loads(resp.body)["error"] == busy
+        assert time.monotonic() - start < 10
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.communicate()
+        daemon.mc("delete", "--force", name)
+
+
 def _daemon_hwm(daemon: Daemon) -> int:
     assert daemon.proc is not None
     for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
@@ -429,6 +574,23 @@ def test_delete_through_planted_links_stays_inside(daemon, escape, canary):
            " && ln -s / /tmp/rmtree/root")
     daemon.ok("file", "delete", "-f", f"{escape}/tmp/rmtree")
     assert (rootfs(daemon, escape) / "bin/busybox").exists()
+
+
+def test_deep_trees_are_deleted(daemon, busybox_image):
+    """A container nests directories deeper than Python's recursion limit: `file delete -f`
+    and deleting the instance still work, and nothing is left in tmp/ (which the daemon
+    empties at start: a tree it cannot remove there would stop it from starting)."""
+    name = "s-deep"
+    daemon.ok("launch", busybox_image, name)
+    try:
+        deep = "cd /root && i=0; while [ $i -lt 1500 ]; do mkdir d && cd d; i=$((i+1)); done"
+        inside(daemon, name, "sh", "-c", deep)
+        daemon.ok("file", "delete", "-f", f"{name}/root/d")
+        inside(daemon, name, "sh", "-c", "test ! -e /root/d && " + deep)
+    finally:
+        res = daemon.mc("delete", "--force", name)
+    assert res.code == 0, res.err
+    assert not [p for p in os.listdir(daemon.root / "tmp") if name in p]
 
 
 def test_symlink_swapped_in_mid_transfer(daemon, escape, canary):
@@ -513,6 +675,47 @@ def test_rootfs_remove_tree_never_follows_links(tree):
     assert (outside / "victim").read_text() == "host\n"
 
 
+def deep_chain(top: Path, depth: int) -> None:
+    """top/d/d/d/... `depth` levels, with a file and a link at the bottom (deeper than
+    PATH_MAX allows naming from the top, and than Python's recursion limit)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.symlink("/", "l", dir_fd=fd)
+    os.close(fd)
+
+
+@pytest.fixture
+def rm_rf(tmp_path):
+    """pytest's own tmp_path cleanup recurses: a deep tree left by a failure would break it."""
+    yield
+    subprocess.run(["rm", "-rf", os.fspath(tmp_path)], check=True)
+
+
+def test_rootfs_remove_tree_of_any_depth(tree, rm_rf):
+    root, outside = tree
+    deep_chain(root / "etc", 3000)
+    with inroot.Root(os.fspath(root)) as r:
+        r.remove("/etc/d", recursive=True)
+    assert os.listdir(root / "etc") == []
+    assert (outside / "victim").read_text() == "host\n"
+
+
+def test_storage_remove_tree_of_any_depth(tmp_path, rm_rf):
+    """Deleting an instance removes whatever tree its container left, however deep (a
+    RecursionError there also stopped the daemon from starting: tmp/ is emptied at start)."""
+    from machined.storage.dir import remove_tree
+
+    (tmp_path / "vol").mkdir()
+    deep_chain(tmp_path / "vol", 3000)
+    remove_tree(tmp_path / "vol")
+    assert os.listdir(tmp_path) == []
+
+
 def test_rootfs_root_itself_must_not_be_a_link(tmp_path, tree):
     root, _ = tree
     (tmp_path / "link").symlink_to(root)
@@ -529,3 +732,24 @@ def test_rootfs_writer_abort_leaves_nothing(tree):
         w.abort()
     assert sorted(p.name for p in (root / "etc").iterdir()) == ["keep"]
     assert (root / "etc/keep").read_text() == "old\n"
+
+
+def test_an_upload_cut_short_leaves_nothing_and_the_daemon_answers(daemon: Daemon,
+                                                                    stopped: str):
+    """A client that dies mid-push: no target, no temporary file, no 500 in the log."""
+    sock = connect_unix(os.fspath(daemon.socket))
+    head = (f"POST /1.0/instances/{stopped}/files?path=/root/cut HTTP/1.1\r\n"
+            "Host: machined\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {64 << 20}\r\n\r\n").encode()
+    sock.sendall(head + b"x" * (8 << 20))
+    time.sleep(0.3)
+    sock.close()
+    time.sleep(0.5)
+    root = rootfs(daemon, stopped) / "root"
+    assert not (root / "cut").exists()
+    assert not [p for p in os.listdir(root) if "cut" in p]
+    assert daemon.ok("file", "pull", f"{stopped}/etc/hostname", "-") != ""
+    logs = [daemon.root / "logs/machined.log", daemon.root.parent / "machined.stderr"]
+    text = "".join(p.read_text(errors="replace") for p in logs if p.exists())
+    assert "Client disconnected during POST" in text
+    assert "Unhandled error in POST" not in text

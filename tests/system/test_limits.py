@@ -85,10 +85,18 @@ def test_process_limit_bounds_forks(daemon, busybox_image):
                         "for i in $(seq 1 40); do sleep 300 & done; echo all started")
         assert res.code != 0 and "can't fork" in res.err and "all started" not in res.out
         assert int(cgroup_file(daemon, "l-pids", "pids", "pids.current")) <= 20
-        daemon.ok("exec", "l-pids", "--", "killall", "sleep")
+        # At the cap, a new exec is refused with a sentence, not "[Errno 11] ...".
+        current = cgroup_file(daemon, "l-pids", "pids", "pids.current")
+        daemon.ok("config", "set", "l-pids", "limits.processes", current)  # no room left
+        res = daemon.mc("exec", "l-pids", "--", "true")
+        assert res.code == 1
+        assert res.err.strip().endswith(
+            "cannot start a process: the instance is at its process limit (limits.processes)")
+        assert "Errno" not in res.err
         # raised live: now 40 sleeps fit
         daemon.ok("config", "set", "l-pids", "limits.processes", "60")
         assert cgroup_file(daemon, "l-pids", "pids", "pids.max") == "60"
+        daemon.ok("exec", "l-pids", "--", "killall", "sleep")
         out = daemon.ok("exec", "l-pids", "--", "sh", "-c",
                         "for i in $(seq 1 40); do sleep 300 & done; echo all started")
         assert out == "all started\n"
@@ -117,6 +125,17 @@ def test_cpu_set_of_a_missing_cpu_is_refused_and_nothing_stored(daemon, box):
     assert "limits.cpu: CPU" in res.err and "is not available" in res.err
     assert "(nothing changed)" in res.err and len(res.err.splitlines()) == 1
     assert "limits.cpu" not in config_of(daemon, box)
+
+
+def test_start_with_a_missing_cpu_fails_with_a_sentence(daemon, busybox_image):
+    daemon.ok("init", busybox_image, "l-nocpu", "-c", "limits.cpu=0-4095")
+    try:
+        res = daemon.mc("start", "l-nocpu")
+        assert res.code == 1 and "limits.cpu: CPU" in res.err and "is not available" in res.err
+        assert "Errno" not in res.err
+        assert daemon.ok("list", "l-nocpu", "--format", "csv", "-c", "s").strip() == "STOPPED"
+    finally:
+        daemon.mc("delete", "--force", "l-nocpu")
 
 
 def test_live_set_then_unset(daemon, box):
@@ -312,6 +331,22 @@ def test_server_config(daemon):
         "images.auto_update_interval": "48"}
     daemon.ok("config", "unset", "images.auto_update_interval")
     assert yaml.safe_load(daemon.ok("config", "show"))["config"] == {}
+
+
+def test_server_config_show_is_sorted_and_an_empty_edit_changes_nothing(daemon):
+    """`config show` listed server keys in the order they were set; `config edit < /dev/null`
+    cleared every server key."""
+    daemon.ok("config", "set", "images.remote_cache_expiry=5", "core.shutdown_timeout=3")
+    try:
+        assert daemon.ok("config", "show") == ("config:\n  core.shutdown_timeout: '3'\n"
+                                               "  images.remote_cache_expiry: '5'\n")
+        daemon.ok("config", "edit", input="")
+        assert daemon.ok("config", "get", "core.shutdown_timeout") == "3\n"
+        res = daemon.mc("config", "edit", input="config: {a: [\n")
+        assert res.code == 1 and res.err.startswith("Error: Invalid YAML at line 2, column 1: ")
+        assert res.err.count("\n") == 1
+    finally:
+        daemon.ok("config", "unset", "images.remote_cache_expiry", "core.shutdown_timeout")
 
 
 def test_info_shows_usage_and_limits(daemon, mem):

@@ -306,3 +306,79 @@ def test_change_a_running_instance_cannot_take_is_undone(daemon, busybox_image, 
                               "take the change: ")
     assert daemon.ok("profile", "show", "p-mem") == before
     assert daemon.ok("exec", name, "--", "true") == ""
+
+
+# -- found by trying the issue's commands as an LXD user ------------------------------------
+
+def test_edit_keeps_what_the_document_leaves_out(daemon, cleanup):
+    """`mc profile edit p < /dev/null` used to wipe the profile's config and devices."""
+    _profile(daemon, cleanup, "u-pedit", "user.keep=1")
+    daemon.ok("profile", "device", "add", "u-pedit", "tmp", "disk", "source=/tmp",
+              "path=/mnt/tmp")
+    before = daemon.ok("profile", "show", "u-pedit")
+    daemon.ok("profile", "edit", "u-pedit", input="")
+    assert daemon.ok("profile", "show", "u-pedit") == before
+    daemon.ok("profile", "edit", "u-pedit", input="description: only this\n")
+    shown = yaml.safe_load(daemon.ok("profile", "show", "u-pedit"))
+    assert shown["description"] == "only this" and shown["config"] == {"user.keep": "1"}
+    assert list(shown["devices"]) == ["tmp"]
+    res = daemon.mc("profile", "edit", "u-pedit", input="config: [\n")
+    assert (res.code, res.err) == (1, "Error: Invalid YAML at line 2, column 1: expected the "
+                                      "node content, but found '<stream end>'\n")
+    daemon.ok("profile", "edit", "u-pedit", input="devices: {}\n")  # explicit: cleared
+    assert yaml.safe_load(daemon.ok("profile", "show", "u-pedit"))["devices"] == {}
+
+
+def test_api_empty_values_unset_profile_keys(daemon, api):
+    """An empty value means "unset" (as for instances and the server): it was stored."""
+    api.post("/1.0/profiles", {"name": "u-papi", "config": {"user.a": "1", "user.b": ""}})
+    try:
+        assert api.get("/1.0/profiles/u-papi")["config"] == {"user.a": "1"}
+        api.patch("/1.0/profiles/u-papi", {"config": {"user.a": "", "user.c": "3"}})
+        assert api.get("/1.0/profiles/u-papi")["config"] == {"user.c": "3"}
+        api.put("/1.0/profiles/u-papi", {"config": {"user.d": "", "user.e": "5"}})
+        assert api.get("/1.0/profiles/u-papi")["config"] == {"user.e": "5"}
+    finally:
+        api.delete("/1.0/profiles/u-papi")
+
+
+def test_device_errors_name_the_device_and_the_way_out(daemon, busybox_image, cleanup,
+                                                       tmp_path):
+    _profile(daemon, cleanup, "u-pmask")
+    daemon.ok("profile", "device", "add", "u-pmask", "share", "disk", f"source={tmp_path}",
+              "path=/mnt/share")
+    (tmp_path / "marker").write_text("host\n")
+    tmp_path.chmod(0o755)  # readable by the unprivileged container's root
+    name = _launch(daemon, busybox_image, cleanup, "u-pmaskc", "-p", "default", "-p",
+                   "u-pmask")
+    assert daemon.ok("exec", name, "--", "cat", "/mnt/share/marker") == "host\n"
+    res = daemon.mc("config", "device", "remove", name, "share")
+    assert (res.code, res.err) == (1, "Error: Device 'share' comes from a profile and cannot "
+                                      "be removed for one instance: mask it with a device of "
+                                      "type none (mc config device add u-pmaskc share none) "
+                                      "or change the profile\n")
+    res = daemon.mc("config", "device", "set", name, "share", "readonly=true")
+    assert res.code == 1 and "override it (mc config device override u-pmaskc share)" in res.err
+    res = daemon.mc("config", "device", "get", name, "nope", "path")
+    assert (res.code, res.err) == (1, "Error: Device 'nope' doesn't exist on u-pmaskc\n")
+    res = daemon.mc("profile", "device", "add", "u-pmask", "share", "none")
+    assert (res.code, res.err) == (1, "Error: Device 'share' already exists on u-pmask\n")
+    # The way out the message gives works: the profile's device is masked for this instance.
+    daemon.ok("config", "device", "add", name, "share", "none")
+    expanded = yaml.safe_load(daemon.ok("config", "show", name, "--expanded"))["devices"]
+    assert expanded["share"] == {"type": "none"}
+    daemon.ok("restart", name)  # (the empty mount point stays in the rootfs)
+    assert daemon.mc("exec", name, "--", "test", "-e", "/mnt/share/marker").code == 1
+
+
+def test_show_and_list_as_lxc(daemon, cleanup):
+    """Keys sorted as lxc prints them; `-f bogus` and a stray argument are usage errors."""
+    _profile(daemon, cleanup, "u-psort", "user.z=1", "limits.cpu=1", "environment.A=x")
+    shown = daemon.ok("profile", "show", "u-psort")
+    assert shown.index("environment.A") < shown.index("limits.cpu") < shown.index("user.z")
+    res = daemon.mc("profile", "list", "-f", "bogus")
+    assert res.code == 2 and "\"bogus\" is not one of table, compact, csv, json, yaml" in res.err
+    res = daemon.mc("profile", "list", "u-psort")
+    assert res.code == 2 and 'Unexpected argument "u-psort"' in res.err
+    res = daemon.mc("profile", "create", "local:")
+    assert (res.code, res.err) == (1, 'Error: Missing profile name in "local:"\n')

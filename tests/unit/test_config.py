@@ -168,9 +168,11 @@ def test_volatile_is_read_only():
     ("environment.A=B", "Invalid environment variable name 'A=B' in key 'environment.A=B': "
                         "names may not contain '=', newlines or NUL"),
     ("environment.A\0", "Invalid instance configuration key 'environment.A\\x00': keys are "
-                        "non-empty and may not contain newlines or NUL"),
-    ("user.a\nb", "Invalid instance configuration key 'user.a\\nb': keys are non-empty and "
-                  "may not contain newlines or NUL"),
+                        "non-empty UTF-8 text without newlines or NUL"),
+    ("user.a\nb", "Invalid instance configuration key 'user.a\\nb': keys are non-empty UTF-8 "
+                  "text without newlines or NUL"),
+    ("user.\udcff", "Invalid instance configuration key 'user.\\udcff': keys are non-empty "
+                    "UTF-8 text without newlines or NUL"),
 ])
 def test_keys_serialized_into_line_formats_are_checked(key, message):
     with pytest.raises(BadRequest) as e:
@@ -181,6 +183,19 @@ def test_keys_serialized_into_line_formats_are_checked(key, message):
 def test_values_must_be_strings():
     with pytest.raises(BadRequest, match="values must be strings"):
         validate_instance_config({"limits.cpu": 2})
+
+
+def test_undecodable_text_is_refused_not_a_500():
+    """`mc config set c1 user.a $'\\xff'` reached the database and failed there (HTTP 500)."""
+    with pytest.raises(BadRequest) as e:
+        validate_instance_config({"user.a": "\udcff"})
+    assert e.value.message == ("Invalid value '\\udcff' for instance key 'user.a': values must "
+                               "be UTF-8 text")
+    with pytest.raises(BadRequest, match="keys are non-empty UTF-8 text"):
+        validate_server_config({"core.\udcff": "1"})
+    with pytest.raises(BadRequest, match="values must be UTF-8 text"):
+        validate_server_config({"core.proxy_http": "\udcff"})
+    assert v.is_utf8("caf\u00e9") and not v.is_utf8("\udcff")
 
 
 @pytest.mark.parametrize("key,value", [

@@ -6,6 +6,7 @@ import click
 import pytest
 
 from cli.commands.config import (
+    check_unset,
     instance_yaml,
     parse_instance_yaml,
     parse_server_yaml,
@@ -83,7 +84,10 @@ def test_edit_yaml_scalars_become_strings_and_absent_fields_stay():
     assert body == {"config": {"limits.cpu": "2", "security.nesting": "true", "user.note": ""}}
     assert parse_server_yaml("config:\n  images.auto_update_interval: 24\n") == {
         "config": {"images.auto_update_interval": "24"}}
-    assert parse_server_yaml("") == {"config": {}}
+    # An empty document changes nothing (it used to clear every server key); an explicit
+    # empty config still clears them.
+    assert parse_server_yaml("") == {}
+    assert parse_server_yaml("config:\n") == {"config": {}}
 
 
 @pytest.mark.parametrize("text,message", [
@@ -98,6 +102,26 @@ def test_bad_yaml(text, message):
         parse_instance_yaml(text)
 
 
+def test_yaml_errors_are_one_line_with_the_position():
+    with pytest.raises(CliError) as err:
+        parse_instance_yaml("config:\n  limits.cpu: 2\n devices: [\n")
+    assert "\n" not in err.value.message
+    assert err.value.message.startswith("Invalid YAML at line 3, column ")
+
+
+def test_show_yaml_sorts_config_and_devices_as_lxc():
+    inst = {**INST, "expanded_config": {"user.b": "1", "limits.memory": "1GiB", "image.os": "x"},
+            "expanded_devices": {"root": {"type": "disk", "path": "/", "pool": "default"},
+                                 "data": {"type": "disk", "source": "/s", "path": "/d"}}}
+    text = instance_yaml(inst, expanded=True)
+    lines = [line.strip() for line in text.splitlines()]
+    config = lines[lines.index("config:") + 1:lines.index("devices:")]
+    assert config == ["image.os: x", "limits.memory: 1GiB", "user.b: '1'"]
+    devices = lines[lines.index("devices:") + 1:lines.index("ephemeral: false")]
+    assert devices == ["data:", "path: /d", "source: /s", "type: disk",
+                       "root:", "path: /", "pool: default", "type: disk"]
+
+
 def test_info_shows_usage_and_limits():
     state = {"status": "Running", "pid": 42, "processes": 3, "cpu": {"usage": 2_500_000_000},
              "memory": {"usage": 3 * 2**20, "usage_peak": 5 * 2**20, "total": 64 * 2**20}}
@@ -109,3 +133,14 @@ def test_info_shows_usage_and_limits():
     assert text.endswith("Limits:\n  limits.cpu: 2\n  limits.memory: 64MiB\n")
     stopped = format_info(INST, {"status": "Stopped"})
     assert "Resources:" not in stopped and "Limits:\n  limits.cpu: 2\n" in stopped
+
+
+def test_unset_says_when_a_profile_sets_the_key():
+    check_unset(INST, "c01", ["limits.cpu"])
+    with pytest.raises(CliError) as err:
+        check_unset(INST, "c01", ["limits.cpu", "limits.memory"])
+    assert err.value.message == ("Can't unset key 'limits.memory', it's set by a profile of "
+                                 "c01: change the profile (mc profile unset), or override it "
+                                 "here with mc config set")
+    with pytest.raises(CliError, match="Can't unset key 'user.x', it's not currently set"):
+        check_unset(INST, "c01", ["user.x"])

@@ -139,6 +139,13 @@ def test_devices_must_be_a_mapping():
         validate_devices(["root"])
 
 
+def test_undecodable_device_values_are_refused():
+    with pytest.raises(BadRequest) as e:
+        validate_device("d", {"type": "disk", "source": "/\udcff", "path": "/mnt"})
+    assert e.value.message == ("Invalid key or value 'source': '/\\udcff' of device 'd': keys "
+                               "and values must be UTF-8 text")
+
+
 def test_expanded_rules():
     root = {"type": "disk", "path": "/", "pool": "default"}
     validate_expanded({"root": root, "a": {"type": "disk", "source": "/s", "path": "/a"}})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import pytest
 
 from machined.errors import BadRequest
@@ -128,6 +131,7 @@ def test_archive_names(name, parts):
     ("..", "contains '..'"),
     (".", "names the target directory itself"),
     ("a\0b", "contains a NUL byte"),
+    ("a/" * 2048 + "b", "is longer than 4096 bytes"),  # also keeps under_link() cheap
 ])
 def test_archive_names_refused(name, message):
     with pytest.raises(BadRequest) as e:
@@ -140,3 +144,70 @@ def test_members_below_archive_links():
     assert model.under_link(("a", "link", "x"), links)
     assert not model.under_link(("a", "link"), links)  # replacing the link itself is fine
     assert not model.under_link(("a", "linkx", "y"), links)
+
+
+# -- tar headers: tarfile reads extended headers and sparse maps whole into memory ----------
+def _tar(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=fmt) as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _read(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|", tarinfo=model.ArchiveInfo) as tar:
+        return [info.name for info in tar]
+
+
+def _info(name: str, **pax: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.pax_headers = dict(pax)
+    return info
+
+
+def test_archive_headers_of_ordinary_size_are_read():
+    long = "d/" * 200 + "f"
+    assert _read(_tar((_info(long, comment="x" * 1000), b"data"))) == [long]
+    assert _read(_tar((_info(long), b"data"), fmt=tarfile.GNU_FORMAT)) == [long]
+
+
+@pytest.mark.parametrize("data", [
+    _tar((_info("f", comment="x" * (2 << 20)), b"")),  # pax header
+    _tar((_info("f" * (2 << 20)), b""), fmt=tarfile.GNU_FORMAT),  # GNU long name
+], ids=["pax", "gnu-longname"])
+def test_big_archive_headers_are_refused_before_they_are_read(data):
+    with pytest.raises(BadRequest) as e:
+        _read(data)
+    assert e.value.message.startswith("The archive has an extended header (pax or GNU long "
+                                      "name) of 2097")
+    assert e.value.message.endswith("bytes: at most 1048576 are accepted")
+
+
+def _old_gnu_sparse() -> bytes:
+    info = tarfile.TarInfo("s")
+    info.type = tarfile.GNUTYPE_SPARSE
+    return info.tobuf(tarfile.GNU_FORMAT) + bytes(1024)
+
+
+def _pax_sparse_1_0() -> bytes:
+    info = _info("GNUSparseFile.0/s", **{"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                                          "GNU.sparse.name": "s",
+                                          "GNU.sparse.realsize": "10"})
+    return _tar((info, b"1\n0\n10\n".ljust(512, b"\0") + b"x" * 10))
+
+
+def _pax_sparse_0_1() -> bytes:
+    info = _info("s", **{"GNU.sparse.map": "0,10", "GNU.sparse.size": "10"})
+    return _tar((info, b"x" * 10))
+
+
+@pytest.mark.parametrize("data", [_old_gnu_sparse(), _pax_sparse_1_0(), _pax_sparse_0_1()],
+                         ids=["old-gnu", "pax-1.0", "pax-0.1"])
+def test_sparse_members_are_refused(data):
+    """Sparse maps can be as long as the stream (old GNU extension blocks, pax 1.0 maps)."""
+    with pytest.raises(BadRequest) as e:
+        _read(data)
+    assert e.value.message == ("Archive member 's' is a sparse file, which is not accepted "
+                               "(only files, directories and symlinks)")

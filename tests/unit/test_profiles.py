@@ -77,14 +77,28 @@ def test_profile_yaml_roundtrip_stringifies_scalars():
                                         "devices": {"root": {"type": "disk", "path": "/"}}}
     parsed = parse_profile_yaml("config:\n  limits.cpu: 2\n  security.nesting: true\n")
     assert parsed["config"] == {"limits.cpu": "2", "security.nesting": "true"}
-    assert parse_profile_yaml("") == {"description": "", "config": {}, "devices": {}}
+    # Fields a document leaves out stay as they are: an empty one changes nothing (it used to
+    # wipe the profile, e.g. `mc profile edit p < /dev/null`).
+    assert parse_profile_yaml("") == {}
+    assert parse_profile_yaml("description: x\n") == {"description": "x"}
+    assert parse_profile_yaml("config:\n") == {"config": {}}
+
+
+def test_profile_show_sorts_keys():
+    text = profile_yaml({"name": "p", "config": {"user.b": "1", "limits.cpu": "2"},
+                         "devices": {"root": {"type": "disk", "path": "/"},
+                                     "a": {"type": "none"}}})
+    assert text.index("limits.cpu") < text.index("user.b")
+    assert text.index("  a:") < text.index("  root:")
+    assert text.index("    path: /") < text.index("    type: disk")
 
 
 @pytest.mark.parametrize("text,message", [
     ("- a\n- b\n", "must be a mapping"),
-    ("config: [1]\n", "config and devices must be mappings"),
+    ("config: [1]\n", "config must be a mapping"),
+    ("devices: 3\n", "devices must be a mapping"),
     ("devices:\n  d: disk\n", "Device 'd' must be a mapping"),
-    ("config: {a: [\n", "Invalid YAML"),
+    ("config: {a: [\n", "Invalid YAML at line 2, column 1: expected the node content"),
 ])
 def test_profile_yaml_errors(text, message):
     with pytest.raises(CliError, match=message):
@@ -100,8 +114,8 @@ def test_device_cli_helpers():
         parse_settings(("a=1", "b"))
     devices = add_device({}, "data", "disk", ("source=/s", "path=/p"))
     assert devices == {"data": {"type": "disk", "source": "/s", "path": "/p"}}
-    with pytest.raises(CliError, match="The device already exists"):
-        add_device(devices, "data", "disk", ())
+    with pytest.raises(CliError, match="Device 'data' already exists on c1"):
+        add_device(devices, "data", "disk", (), "c1")
     inst = {"config": {"user.a": "1"}, "devices": {}, "profiles": ["default"],
             "description": "", "ephemeral": False, "status": "Running"}
     assert writable("instance", inst, devices) == {
