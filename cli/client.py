@@ -1,4 +1,4 @@
-"""HTTP/1.1 over machined's unix socket, speaking LXD envelopes.
+"""HTTP/1.1 over machined's unix socket (or TLS to an https remote), speaking LXD envelopes.
 
 A deliberately small HTTP client on a raw socket (persistent connection, Content-Length or
 chunked responses, streamed request bodies): http.client pulls in the email package and costs
@@ -18,6 +18,7 @@ from cli.errors import ApiError, CliError
 # needed by neither mc exec nor mc list.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, BinaryIO
 
     from cli.transfer import Body, Progress
@@ -106,25 +107,63 @@ def _read_exact(rfile: BinaryIO, n: int) -> bytes:
 
 class Client:
     """One keep-alive connection to machined. Methods return the envelope's metadata; for an
-    async operation with wait=True they return the finished operation object."""
+    async operation with wait=True they return the finished operation object.
 
-    def __init__(self, path: str | None = None, debug: bool = False) -> None:
-        self.path = path or socket_path()
+    With `url` (https://host:port) the connection is TLS, verified by `ssl_context` (see
+    cli/tls.py: a pinned certificate or the system CA store, maybe our client certificate);
+    ssl is imported only then, so the unix socket path starts as fast as before."""
+
+    def __init__(self, path: str | None = None, debug: bool = False, *,
+                 url: str | None = None, ssl_context: Any = None) -> None:
+        self.url = url
+        self.ssl_context = ssl_context
+        self.path = path or ("" if url else socket_path())
         self.debug = debug
         self.sock: socket.socket | None = None
         self.rfile: BinaryIO | None = None
+        self.peer = url or "machined"  # how errors name the other end
+        self.host = url.split("://", 1)[1].rstrip("/") if url else "localhost"  # Host header
+        self._answered = False  # has this connection delivered a response yet?
+        self._drops: tuple[type[BaseException], ...] = (ConnectionResetError, BrokenPipeError)
 
     # -- transport -------------------------------------------------------------------------
     def close(self) -> None:
+        if self.rfile is not None:
+            self.rfile.close()  # else the socket's fd stays open until the reader is collected
         if self.sock is not None:
             self.sock.close()
         self.sock = self.rfile = None
 
     def _connect(self) -> tuple[socket.socket, BinaryIO]:
         if self.sock is None or self.rfile is None:
-            self.sock = connect_unix(self.path)
+            if self.url:
+                import ssl
+
+                from cli import tls
+
+                self.sock = tls.connect(self.url, self.ssl_context)
+                self._drops = (ConnectionResetError, BrokenPipeError, ssl.SSLError)
+            else:
+                self.sock = connect_unix(self.path)
             self.rfile = self.sock.makefile("rb")
+            self._answered = False
         return self.sock, self.rfile
+
+    def _lost(self, e: BaseException) -> CliError:
+        """The error for a connection that broke. A fresh TLS connection that presented our
+        certificate and closes before any answer is the server refusing that certificate."""
+        if self.url and not self._answered and getattr(self.ssl_context, "client_cert", False):
+            from cli import tls
+
+            self.close()
+            return tls.untrusted_client_error(self.url)
+        self.close()
+        return CliError(f"Lost the connection to {self.peer}: {e}")
+
+    def _head(self, rfile: BinaryIO) -> tuple[int, str, dict[str, str]]:
+        head = read_head(rfile)
+        self._answered = True
+        return head
 
     def _log(self, text: str) -> None:
         if self.debug:
@@ -144,10 +183,10 @@ class Client:
             reused = self.sock is not None
             try:
                 return self._exchange(method, path, body, headers or {}, progress)
-            except (ConnectionResetError, BrokenPipeError) as e:
-                self.close()
+            except self._drops as e:
                 if not reused or attempt or (progress is not None and progress.done):
-                    raise CliError(f"Lost the connection to machined: {e}") from None
+                    raise self._lost(e) from None
+                self.close()
         raise AssertionError("unreachable")
 
     def _exchange(
@@ -160,7 +199,7 @@ class Client:
     ) -> Response:
         sock, rfile = self._connect()
         length = 0 if body is None else (len(body) if isinstance(body, bytes) else body.length)
-        head = [f"{method} {path} HTTP/1.1", "Host: localhost", "User-Agent: mc"]
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "User-Agent: mc"]
         if body is not None:
             head.append(f"Content-Length: {length}")
             if not isinstance(body, bytes):
@@ -176,7 +215,7 @@ class Client:
             sock.sendall(data)
             if body is not None:
                 self._send_body(sock, body, progress)
-        status, reason, rheaders = read_head(rfile)
+        status, reason, rheaders = self._head(rfile)
         payload = read_body(rfile, rheaders, method, status)
         self._log(f"  -> {status} {payload[:2000].decode(errors='replace')}")
         if rheaders.get("connection", "").lower() == "close":
@@ -260,12 +299,26 @@ class Client:
             raise
         return True
 
-    def wait_operation(self, op_url: str, timeout: float | None = None) -> dict[str, Any]:
-        """Block on /wait; a failed or cancelled operation raises ApiError(op["err"])."""
+    def wait_operation(
+        self,
+        op_url: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Block on /wait; a failed or cancelled operation raises ApiError(op["err"]).
+        With on_progress, wait in half-second slices and hand it the running operation
+        after each (its metadata carries e.g. download_progress)."""
         url = op_url.rstrip("/") + "/wait"
-        if timeout is not None:
-            url += f"?timeout={timeout:g}"
-        op = self.get(url)
+        if on_progress is not None:
+            while True:
+                op = self.get(url + "?timeout=0.5")
+                if not isinstance(op, dict) or int(op.get("status_code") or 0) >= 200:
+                    break  # 200 success, 400 failure, 401 cancelled
+                on_progress(op)
+        else:
+            if timeout is not None:
+                url += f"?timeout={timeout:g}"
+            op = self.get(url)
         check_operation(op)
         return dict(op)
 
@@ -290,10 +343,10 @@ class Client:
             try:
                 resp = self._upload_once(path, source, length, headers or {}, progress)
                 break
-            except (ConnectionResetError, BrokenPipeError) as e:
-                self.close()
+            except self._drops as e:
                 if not reused or attempt or start is None:
-                    raise CliError(f"Lost the connection to machined: {e}") from None
+                    raise self._lost(e) from None
+                self.close()
                 source.seek(start)
             except BaseException:
                 self.close()  # a half-sent request leaves the connection unusable
@@ -314,7 +367,7 @@ class Client:
         progress: Progress | None,
     ) -> Response:
         sock, rfile = self._connect()
-        head = [f"POST {path} HTTP/1.1", "Host: localhost", "User-Agent: mc"]
+        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}", "User-Agent: mc"]
         if "Content-Type" not in headers:
             head.append("Content-Type: application/octet-stream")
         head.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
@@ -331,7 +384,7 @@ class Client:
         finally:
             if progress is not None:
                 progress.finish()
-        status, reason, rheaders = read_head(rfile)
+        status, reason, rheaders = self._head(rfile)
         payload = read_body(rfile, rheaders, "POST", status)
         self._log(f"  -> {status} {payload[:2000].decode(errors='replace')}")
         if rheaders.get("connection", "").lower() == "close":
@@ -347,14 +400,14 @@ class Client:
             reused = self.sock is not None
             sock, rfile = self._connect()
             try:
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: mc\r\n\r\n"
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nUser-Agent: mc\r\n\r\n"
                              .encode("latin-1"))
-                status, reason, headers = read_head(rfile)
+                status, reason, headers = self._head(rfile)
                 break
-            except (ConnectionResetError, BrokenPipeError) as e:
-                self.close()
+            except self._drops as e:
                 if not reused or attempt:
-                    raise CliError(f"Lost the connection to machined: {e}") from None
+                    raise self._lost(e) from None
+                self.close()
         self._log(f"GET {path} -> {status}")
         out = None
         raw_data = not headers.get("content-type", "").startswith("application/json")

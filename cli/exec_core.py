@@ -124,29 +124,46 @@ def exec_request(command: list[str], env: tuple[str, ...], interactive: bool, wi
 
 
 def run_exec(client: Any, params: dict[str, Any]) -> int:
-    """Run the command in the instance; the result is its exit status."""
+    """Run the command in instance params["name"] (already split from its remote, which
+    `client` talks to); the result is its exit status."""
     from cli.exec_session import Session, terminal_size
-    from cli.params import local_name, url_part
+    from cli.params import url_part
+
+    if not params["name"]:
+        raise CliError("Missing instance name")
 
     interactive = choose_interactive(
         params["mode"], params["force_interactive"], params["force_noninteractive"],
         params["disable_stdin"], os.isatty(0), os.isatty(1))
+    if interactive and getattr(client, "url", None):
+        # one TLS socket would be read and written by two threads at once, which OpenSSL
+        # does not allow
+        raise CliError("Interactive exec on an https remote is not supported yet; use -T")
     width, height = terminal_size()
     body = exec_request(list(params["command"]), params["env_vars"], interactive, width,
                         height, params["user"], params["group"], params["cwd"],
                         os.environ.get("TERM"))
-    op = client.post(f"/1.0/instances/{url_part(local_name(params['name']))}/exec", body,
-                     wait=False)
+    op = client.post(f"/1.0/instances/{url_part(params['name'])}/exec", body, wait=False)
     return int(Session(client, op).run(interactive, params["disable_stdin"]))
 
 
 def run_fast(params: dict[str, Any]) -> int:
     """The fast path's own error handler: the same `Error: ...` lines and codes as mc's."""
     from cli.client import Client
+    from cli.confdir import LOCAL, fast_split
 
-    client = Client()
+    found = fast_split(params["name"])
+    client: Any = None
     try:
-        return run_exec(client, params)
+        if found is not None and found[0] == LOCAL:
+            client = Client()
+            return run_exec(client, {**params, "name": found[1]})
+        from cli.remotes import load_config, split
+
+        conf = load_config()
+        remote, name = split(params["name"], conf)
+        client = remote_client(remote, conf)
+        return run_exec(client, {**params, "name": name})
     except UsageError as e:
         print(f"Error: {e.message}", file=sys.stderr)
         return 2
@@ -160,4 +177,15 @@ def run_fast(params: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def remote_client(remote: str, conf: Any) -> Any:
+    """The client of a remote other than local, outside click (no Env)."""
+    from cli.remotes import client_for
+
+    class _Flags:
+        debug = False
+
+    return client_for(_Flags(), remote, conf)

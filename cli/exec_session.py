@@ -68,7 +68,12 @@ class Session:
 
     def connect(self, fd: str) -> WebSocket:
         resource = f"/1.0/operations/{self.op_id}/websocket?secret={url_part(self.fds[fd])}"
-        ws = WebSocket.connect(self.client.path, resource)
+        sock = None
+        if getattr(self.client, "url", None):  # an https remote: same TLS as its API
+            from cli import tls
+
+            sock = tls.connect(self.client.url, self.client.ssl_context)
+        ws = WebSocket.connect(self.client.path, resource, sock)
         self.sockets.append(ws)
         return ws
 

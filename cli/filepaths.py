@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from cli.errors import CliError
-from cli.params import parse_remote, split_path
+from cli.params import DEFAULT_REMOTE, REMOTES, parse_remote, split_path
 
 MAX_ID = 0xFFFFFFFE
 STDIO = "-"
@@ -32,8 +33,10 @@ def normalize(path: str) -> str:
     return posixpath.normpath("/" + path.lstrip("/"))
 
 
-def parse_instance_path(arg: str) -> InstancePath:
-    remote, obj = parse_remote(arg)
+def parse_instance_path(arg: str, remotes: Collection[str] = REMOTES,
+                        default: str = DEFAULT_REMOTE) -> InstancePath:
+    """`[remote:]inst/path`, with the user's remote names and default remote."""
+    remote, obj = parse_remote(arg, tuple(remotes), default)
     inst, path = split_path(obj)
     if not inst:
         raise CliError(f'Invalid path "{arg}": expected <instance>/<path>')

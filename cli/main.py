@@ -32,10 +32,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operation": ("cli.commands.operation:operation", "List, show and cancel operations"),
     "pause": ("cli.commands.action:pause", "Pause (freeze) instances"),
     "profile": ("cli.commands.profile:profile", "Manage profiles"),
+    "publish": ("cli.commands.publish:publish", "Publish instances as images"),
+    "remote": ("cli.commands.remote:remote", "Manage the list of remote servers"),
     "rename": ("cli.commands.rename:rename", "Rename instances and snapshots"),
     "restart": ("cli.commands.action:restart", "Restart instances"),
     "resume": ("cli.commands.action:resume", "Resume (unfreeze) instances"),
     "start": ("cli.commands.action:start", "Start instances"),
+    "simplestreams": (
+        "cli.commands.simplestreams:simplestreams",
+        "Write a simplestreams image server tree from local images",
+    ),
     "stop": ("cli.commands.action:stop", "Stop instances"),
     "version": ("cli.commands.version:version", "Show client and server versions"),
 }
@@ -99,18 +105,14 @@ class Root(LazyGroup):
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """mc: command-line client of the machined system-container manager.
 
-    Objects are named [<remote>:]<name>; the only remote is "local".
+    Objects are named [<remote>:]<name> (see `mc remote list`).
     """
     ctx.obj = Env(debug=debug, quiet=quiet)
     ctx.call_on_close(_close_client(ctx.obj))
 
 
 def _close_client(env: Env) -> Any:
-    def close() -> None:
-        if env._client is not None:
-            env._client.close()
-
-    return close
+    return env.close
 
 
 def main() -> None:

@@ -57,8 +57,11 @@ class WebSocket:
         self.closed = False  # we sent a close frame
 
     @classmethod
-    def connect(cls, path: str, resource: str) -> WebSocket:
-        sock = connect_unix(path)
+    def connect(cls, path: str, resource: str, sock: socket.socket | None = None
+                ) -> WebSocket:
+        """Open `resource` on machined's socket at `path`, or over `sock` (a TLS connection
+        to an https remote) when given."""
+        sock = sock or connect_unix(path)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {resource} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"

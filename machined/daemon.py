@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from machined.api.https import HTTPS
 from machined.api.operations import Operation, Operations
 from machined.api.server import bind_unix_socket, build_app
 from machined.db import images as db_images
@@ -20,6 +21,8 @@ from machined.db import open_database
 from machined.db import operations as db_operations
 from machined.db import profiles as db_profiles
 from machined.errors import MachinedError
+from machined.images.service import ImageService
+from machined.images.tasks import ImageTasks
 from machined.instances.service import InstanceService
 from machined.paths import Paths
 from machined.state import State
@@ -93,20 +96,29 @@ async def serve(paths: Paths) -> None:
     pool = DirPool(paths)
     pool.prepare()
     instances = InstanceService(state, pool)
+    images = ImageService(state, pool, instances)
+    instances.remote_images = images  # launches from remote servers
     alive = instances.recover()
     log.info("Found %d running container(s): %s", len(alive), ", ".join(alive) or "none")
     for image in db_images.list_all(db):
         if image.last_used_at:  # images that instances are made from keep a spare ready
             instances.refill_spare(image.fingerprint)
 
-    app = build_app(state, pool, instances)
+    app = build_app(state, pool, instances, images)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     if paths.socket.exists() or paths.socket.is_symlink():
         paths.socket.unlink()
+    https = app[HTTPS]  # before the socket: once it answers, HTTPS listens too
+    state.config_listeners.append(https.on_config)
+    await https.start(runner)
     sock = bind_unix_socket(paths.socket)
     await web.SockSite(runner, sock).start()
     log.info("machined ready on %s", paths.socket)
+    # Cache expiry and auto-update: both passes now, then on schedule (images/tasks.py).
+    image_tasks = ImageTasks(images)
+    state.config_listeners.append(image_tasks.config_changed)
+    image_tasks.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,7 +126,9 @@ async def serve(paths: Paths) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("machined stopping (containers keep running)")
+    await image_tasks.stop()
     await instances.cancel_background()
+    await https.stop()
     await runner.cleanup()
     paths.socket.unlink(missing_ok=True)
     db.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlite_utils import Database
@@ -22,3 +23,10 @@ class State:
         default_factory=lambda: defaultdict(asyncio.Lock))
     image_locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
+    # Called with (old, new) server config after a change is stored, so subsystems (image
+    # tasks, the HTTPS listener) act on it without a restart. A listener's error is the
+    # request's error (the change stays stored: it was valid).
+    config_listeners: list[ConfigListener] = field(default_factory=list)
+
+
+ConfigListener = Callable[[dict[str, str], dict[str, str]], Awaitable[None]]

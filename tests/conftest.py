@@ -4,6 +4,7 @@ that nothing is left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,8 +37,10 @@ class Result:
 class Daemon:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {**os.environ, "MACHINED_DIR": os.fspath(root)}
-        self.env.pop("MC_CONF", None)
+        # Each daemon's mc gets its own client config (remotes, client certificate): tests
+        # never read or write the user's ~/.config/mc.
+        self.env = {**os.environ, "MACHINED_DIR": os.fspath(root),
+                    "MC_CONF": os.fspath(root.parent / "mc-conf")}
         self.proc: subprocess.Popen[bytes] | None = None
 
     mc_path = os.fspath(BIN / "mc")
@@ -86,9 +89,18 @@ class Daemon:
 def daemon() -> Iterator[Daemon]:
     if not is_root:
         pytest.skip("machined needs root")
+    with spawn_daemon() as d:
+        yield d
+
+
+@contextlib.contextmanager
+def spawn_daemon(env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """A further real machined on its own temporary MACHINED_DIR (and its own MC_CONF), e.g.
+    a second server for remote tests; torn down (containers deleted) on exit."""
     base = Path(tempfile.mkdtemp(prefix="machined-test-"))
     os.chmod(base, 0o711)
     d = Daemon(base / "state")
+    d.env.update(env or {})
     d.start()
     try:
         yield d

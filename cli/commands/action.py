@@ -8,7 +8,7 @@ import click
 
 from cli.context import Env, pass_env
 from cli.errors import CliError
-from cli.params import local_name, url_part
+from cli.params import url_part
 
 # action -> statuses an instance must have to be picked by --all
 ALL_FILTER = {
@@ -27,24 +27,29 @@ def state_request(action: str, timeout: int = -1, force: bool = False) -> dict[s
 def run_action(
     env: Env, action: str, verb: str, names: tuple[str, ...], all_: bool, **opts: Any
 ) -> None:
-    client = env.client()
     if all_:
         if names:
             raise click.UsageError("Both --all and instance names given")
+        client = env.client()
         instances = client.get("/1.0/instances?recursion=1") or []
-        targets = sorted(
-            i["name"] for i in instances if str(i.get("status", "")).lower() in ALL_FILTER[action]
-        )
+        targets = [
+            (client, name)
+            for name in sorted(
+                i["name"] for i in instances
+                if str(i.get("status", "")).lower() in ALL_FILTER[action]
+            )
+        ]
     elif not names:
         raise click.UsageError("Missing instance name")
     else:
-        targets = [local_name(n) for n in names]
+        targets = [env.target(n) for n in names]
     body = state_request(action, **opts)
     if len(targets) == 1:
-        client.put(f"/1.0/instances/{url_part(targets[0])}/state", body)
+        client, name = targets[0]
+        client.put(f"/1.0/instances/{url_part(name)}/state", body)
         return
     failed = False
-    for name in targets:
+    for client, name in targets:
         try:
             client.put(f"/1.0/instances/{url_part(name)}/state", body)
         except CliError as e:

@@ -8,7 +8,7 @@ names have neither), one ending in ':' is a remote (server keys), anything else 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from cli.yamledit import (
     string_map,
     stringify,
 )
+
+if TYPE_CHECKING:
+    from cli.client import Client
 
 SERVER = "/1.0"
 EDIT_HELP = """\
@@ -135,12 +138,29 @@ def server_yaml(server: dict[str, Any]) -> str:
     return render_yaml({"config": sorted_map(server.get("config") or {})})
 
 
+def resolve_target(env: Env, args: list[str] | tuple[str, ...]
+                   ) -> tuple[Client, str | None, list[str]]:
+    """split_target with this user's remotes: (the client of the remote named, the instance or
+    None for the server, the remaining arguments)."""
+    remote = None
+    rest = list(args)
+    if rest and ":" in rest[0] and "=" not in rest[0]:
+        remote, obj = env.split(rest[0])
+        rest = ([obj] if obj else []) + rest[1:]
+        if not obj:
+            return env.client(remote), None, rest
+    name, rest = split_target(rest)
+    return env.client(remote), name, rest
+
+
 def _instance_url(name: str) -> str:
     return f"/1.0/instances/{url_part(name)}"
 
 
 @click.group("config", cls=LazyGroup,
-             lazy={"device": ("cli.commands.device:config_device", "Manage instance devices")})
+             lazy={"device": ("cli.commands.device:config_device", "Manage instance devices"),
+                   "trust": ("cli.commands.config_trust:trust",
+                             "Manage the client certificates the HTTPS API trusts")})
 def config() -> None:
     """Manage instance and server configuration.
 
@@ -161,16 +181,16 @@ def get(env: Env, args: tuple[str, ...], expanded: bool) -> None:
     """Print a configuration key's value.
 
     Empty when the key is unset; --expanded includes keys set by profiles."""
-    name, rest = split_target(args)
+    client, name, rest = resolve_target(env, args)
     if len(rest) != 1:
         raise click.UsageError("Expected [<instance>] <key>")
     key = rest[0]
     if name is None:
         if expanded:
             raise click.UsageError("--expanded cannot be used with a server")
-        click.echo((env.client().get(SERVER).get("config") or {}).get(key, ""))
+        click.echo((client.get(SERVER).get("config") or {}).get(key, ""))
         return
-    inst = env.client().get(_instance_url(name))
+    inst = client.get(_instance_url(name))
     click.echo((inst.get("expanded_config" if expanded else "config") or {}).get(key, ""))
 
 
@@ -189,10 +209,10 @@ def set_cmd(env: Env, args: tuple[str, ...]) -> None:
     Limits apply at once to a running instance; a refused value changes nothing.
     The keys, their values and defaults are listed in docs/config.md.
     """
-    name, rest = split_target(args)
+    client, name, rest = resolve_target(env, args)
     values = parse_set_args(rest)
     url = SERVER if name is None else _instance_url(name)
-    env.client().patch(url, {"config": values})
+    client.patch(url, {"config": values})
 
 
 @config.command("unset")
@@ -202,10 +222,9 @@ def unset(env: Env, args: tuple[str, ...]) -> None:
     """Unset instance or server configuration keys.
 
     They go back to their defaults; limits are lifted at once on a running instance."""
-    name, keys = split_target(args)
+    client, name, keys = resolve_target(env, args)
     if not keys:
         raise click.UsageError("Missing <key>")
-    client = env.client()
     url = SERVER if name is None else _instance_url(name)
     if name is not None:
         check_unset(client.get(url), name, keys)
@@ -219,8 +238,7 @@ def unset(env: Env, args: tuple[str, ...]) -> None:
 @pass_env
 def show(env: Env, target: str | None, expanded: bool) -> None:
     """Show instance or server configuration (YAML)."""
-    name, _rest = split_target([target] if target else [])
-    client = env.client()
+    client, name, _rest = resolve_target(env, [target] if target else [])
     if name is None:
         if expanded:
             raise click.UsageError("--expanded cannot be used with a server")
@@ -236,8 +254,7 @@ def edit(env: Env, target: str | None) -> None:
     """Edit instance or server configuration (YAML).
 
     In $EDITOR on a terminal, else read from stdin (mc config edit c01 < c01.yaml)."""
-    name, _rest = split_target([target] if target else [])
-    client = env.client()
+    client, name, _rest = resolve_target(env, [target] if target else [])
     url = SERVER if name is None else _instance_url(name)
     parse = parse_server_yaml if name is None else parse_instance_yaml
 

@@ -8,7 +8,6 @@ import click
 
 from cli.context import Env, pass_env
 from cli.errors import CliError
-from cli.params import local_name
 
 
 @click.command("console")
@@ -21,5 +20,6 @@ def console(env: Env, name: str, show_log: bool) -> None:
         raise CliError("Attaching to the console is not supported yet; use --show-log")
     from cli.commands.info import console_log
 
-    sys.stdout.buffer.write(console_log(env.client(), local_name(name)))
+    client, instance = env.target(name)
+    sys.stdout.buffer.write(console_log(client, instance))
     sys.stdout.flush()

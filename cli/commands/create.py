@@ -1,20 +1,28 @@
-"""`mc init` (alias `create`) and `mc launch`: create instances from images."""
+"""`mc init` (alias `create`) and `mc launch`: create instances from images.
+
+The image may live on another remote (`mc launch images:debian/12 c1`): the target daemon
+then fetches it itself (a `source` with a `server`), caches it and records where it came from,
+so the next launch reuses it and auto-update can follow the alias. From a unix-socket machined
+remote (another daemon on this machine) the target reads that daemon's socket; an https target
+cannot, so mc asks for `mc image copy` first there."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
 from cli.context import Env, pass_env
 from cli.errors import CliError
-from cli.params import local_name, parse_key_values, parse_remote
+from cli.params import parse_key_values
 
 
 def create_request(
     image: str,
     name: str | None,
     *,
+    source: dict[str, Any] | None = None,
     config: tuple[str, ...] = (),
     profiles: tuple[str, ...] = (),
     no_profiles: bool = False,
@@ -23,10 +31,10 @@ def create_request(
     description: str | None = None,
     start: bool = False,
 ) -> dict[str, Any]:
-    """The POST /1.0/instances body. The server resolves the image as alias or fingerprint."""
-    _, image_name = parse_remote(image)
+    """The POST /1.0/instances body for image `image` (without its remote); `source` is the
+    image source when it is not on the target. The server resolves alias or fingerprint."""
     body: dict[str, Any] = {
-        "source": {"type": "image", "alias": image_name},
+        "source": source or {"type": "image", "alias": image},
         "config": parse_key_values(config),
         "ephemeral": ephemeral,
         "start": start,
@@ -52,11 +60,58 @@ def instance_from_operation(op: dict[str, Any]) -> str:
     return str(urls[0]).rstrip("/").rsplit("/", 1)[-1] if urls else ""
 
 
+def image_source(env: Env, remote: str, image: str, target_remote: str) -> dict[str, Any] | None:
+    """The `source` for an image on `remote` when instances are made on `target_remote`
+    (None: the target has the image itself)."""
+    if remote == target_remote:
+        return None
+    from cli.commands.image_remote import pull_source
+    from cli.remotes import LOCAL
+
+    conf = env.config()
+    spec = conf.get(remote)
+    if spec.protocol == "simplestreams":
+        return pull_source(conf, spec, image)
+    if spec.scheme == "https":
+        _check_public(env, remote, image, target_remote)
+        return pull_source(conf, spec, image)
+    target = conf.get(target_remote)
+    if not target.is_unix:
+        raise CliError(f'"{target_remote}" cannot read images from "{remote}" (a unix '
+                       f"socket on this machine): copy it first with `mc image copy "
+                       f"{remote}:{image} {target_remote}:`")
+    from cli.client import socket_path
+
+    sock = socket_path() if remote == LOCAL or not spec.socket else spec.socket
+    return {**pull_source(conf, spec, image), "server": "unix://" + os.path.abspath(sock)}
+
+
+def _check_public(env: Env, remote: str, image: str, target_remote: str) -> None:
+    """The target fetches from an https remote as an anonymous client: only public images.
+    Say so before it tries (we may see private ones, as a trusted client)."""
+    from cli.commands.image import resolve_image
+
+    client = env.client(remote)
+    fingerprint = resolve_image(client, image)
+    if not (client.get(f"/1.0/images/{fingerprint}") or {}).get("public"):
+        raise CliError(f'The image "{image}" on "{remote}" is private, so "{target_remote}" '
+                       f"cannot fetch it: make it public there, or copy it first (mc image "
+                       f"copy {remote}:{image} {target_remote}:)")
+
+
 def _create(env: Env, image: str, name: str | None, start: bool, **flags: Any) -> None:
-    target = local_name(name) if name else None
+    from cli.progress import wait_with_progress
+
+    target_remote, target = env.split(name) if name else (env.default_remote(), None)
+    if name and not target:
+        raise CliError(f'Missing instance name in "{name}"')
+    image_remote, image_name = env.split(image)
+    if not image_name:
+        raise CliError(f'Missing image name in "{image}"')
+    source = image_source(env, image_remote, image_name, target_remote)
     env.say(f"Creating {target}" if target else "Creating the instance")
-    body = create_request(image, target, start=start, **flags)
-    client = env.client()
+    body = create_request(image_name, target, source=source, start=start, **flags)
+    client = env.client(target_remote)
     op = client.post("/1.0/instances", body, wait=False)
     if not target:
         target = instance_from_operation(op)
@@ -64,7 +119,7 @@ def _create(env: Env, image: str, name: str | None, start: bool, **flags: Any) -
             env.say(f"Instance name is: {target}")
     if start and target:
         env.say(f"Starting {target}")
-    client.wait_operation(f"/1.0/operations/{op['id']}")
+    wait_with_progress(client, op, env.quiet)
 
 
 def _options(f: Any) -> Any:

@@ -6,7 +6,7 @@ import click
 
 from cli.context import Env, pass_env
 from cli.errors import CliError
-from cli.params import local_name, split_snapshot, url_part
+from cli.params import split_snapshot, url_part
 
 
 @click.command("delete")
@@ -16,9 +16,9 @@ from cli.params import local_name, split_snapshot, url_part
 @pass_env
 def delete(env: Env, names: tuple[str, ...], force: bool, interactive: bool) -> None:
     """Delete instances and snapshots."""
-    client = env.client()
     for arg in names:
-        inst, snap = split_snapshot(local_name(arg))
+        client, obj = env.target(arg)
+        inst, snap = split_snapshot(obj)
         if interactive:
             answer = click.prompt(
                 f"Remove {arg} (yes/no)", prompt_suffix=": ", default="", show_default=False

@@ -27,16 +27,17 @@ class Target:
 
     kind: str  # "instance" or "profile"
     name: str
+    remote: str | None = None  # None: the default remote
 
     @property
     def url(self) -> str:
         return f"/1.0/{self.kind}s/{url_part(self.name)}"
 
     def load(self, env: Env) -> dict[str, Any]:
-        return dict(env.client().get(self.url))
+        return dict(env.client(self.remote).get(self.url))
 
     def save(self, env: Env, obj: dict[str, Any], devices: dict[str, Device]) -> None:
-        env.client().put(self.url, writable(self.kind, obj, devices))
+        env.client(self.remote).put(self.url, writable(self.kind, obj, devices))
 
 
 def writable(kind: str, obj: dict[str, Any], devices: dict[str, Device]) -> dict[str, Any]:
@@ -90,8 +91,11 @@ def _target_arg(kind: str) -> Any:
 def make_group(kind: str) -> click.Group:
     """The device sub-commands for instances (`kind` "instance") or profiles."""
 
-    def target_of(arg: str) -> Target:
-        return Target(kind, local_name(arg, kind))
+    def target_of(env: Env, arg: str) -> Target:
+        remote, name = env.split(arg)
+        if not name:
+            raise CliError(f'Missing {kind} name in "{arg}"')
+        return Target(kind, local_name(name, kind), remote)
 
     @click.group("device", cls=LazyGroup, aliases={"ls": "list", "rm": "remove"},
                  help=f"Manage {kind} devices.")
@@ -111,7 +115,7 @@ def make_group(kind: str) -> click.Group:
           mc config device add c1 data disk source=/srv/data path=/mnt/data readonly=true
           mc profile device add default root disk path=/ pool=default
         """
-        tgt = target_of(target)
+        tgt = target_of(env, target)
         obj = tgt.load(env)
         tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings,
                                       tgt.name))
@@ -125,7 +129,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def remove(env: Env, target: str, devices: tuple[str, ...]) -> None:
         """Remove devices."""
-        tgt = target_of(target)
+        tgt = target_of(env, target)
         obj = tgt.load(env)
         current = dict(obj.get("devices") or {})
         for name in devices:
@@ -140,7 +144,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def list_cmd(env: Env, target: str) -> None:
         """List devices."""
-        for name in sorted(target_of(target).load(env).get("devices") or {}):
+        for name in sorted(target_of(env, target).load(env).get("devices") or {}):
             click.echo(name)
 
     @group.command("show")
@@ -148,7 +152,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def show(env: Env, target: str) -> None:
         """Show the devices as YAML."""
-        devices = target_of(target).load(env).get("devices") or {}
+        devices = target_of(env, target).load(env).get("devices") or {}
         click.echo(render_yaml(sorted_map(devices)) if devices else "{}\n", nl=False)
 
     @group.command("get")
@@ -158,7 +162,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def get(env: Env, target: str, device: str, key: str) -> None:
         """Print a device key's value (empty if unset)."""
-        tgt = target_of(target)
+        tgt = target_of(env, target)
         click.echo(_local(tgt, tgt.load(env), device, "retrieved").get(key, ""))
 
     @group.command("set")
@@ -168,7 +172,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def set_cmd(env: Env, target: str, device: str, settings: tuple[str, ...]) -> None:
         """Set device keys (`key=value...`, or `key value`)."""
-        tgt = target_of(target)
+        tgt = target_of(env, target)
         obj = tgt.load(env)
         dev = _local(tgt, obj, device, "modified")
         dev.update(parse_settings(settings))
@@ -181,7 +185,7 @@ def make_group(kind: str) -> click.Group:
     @pass_env
     def unset(env: Env, target: str, device: str, key: str) -> None:
         """Unset a device key."""
-        tgt = target_of(target)
+        tgt = target_of(env, target)
         obj = tgt.load(env)
         dev = _local(tgt, obj, device, "modified")
         if key not in dev:
@@ -198,7 +202,7 @@ def make_group(kind: str) -> click.Group:
         @pass_env
         def override(env: Env, target: str, device: str, settings: tuple[str, ...]) -> None:
             """Copy a device inherited from a profile into the instance, with changes."""
-            tgt = target_of(target)
+            tgt = target_of(env, target)
             obj = tgt.load(env)
             if device in (obj.get("devices") or {}):
                 raise CliError(f"Device {device!r} already exists on {tgt.name}")

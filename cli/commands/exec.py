@@ -55,9 +55,10 @@ def exec_cmd(
 
     There is no shell: use `sh -c "..."` for one.
     """
-    params = {"name": name, "command": command, "env_vars": env_vars, **flags}
+    client, instance = env.target(name)
+    params = {"name": instance, "command": command, "env_vars": env_vars, **flags}
     try:
-        code = run_exec(env.client(), params)
+        code = run_exec(client, params)
     except UsageError as e:
         raise click.UsageError(e.message) from None
     ctx.exit(code)

@@ -18,6 +18,7 @@ from cli.errors import CliError
 from cli.filepaths import (
     MAX_ID,
     STDIO,
+    InstancePath,
     parents,
     parse_instance_path,
     parse_mode,
@@ -131,6 +132,14 @@ class Perms:
         return out
 
 
+def instance_path(env: Env, arg: str) -> InstancePath:
+    """parse_instance_path with this user's remotes (read only when `arg` names one)."""
+    if ":" in arg.partition("/")[0]:
+        conf = env.config()
+        return parse_instance_path(arg, conf.names(), conf.default_remote)
+    return parse_instance_path(arg, default=env.default_remote())
+
+
 def _explicit(uid: int | None, gid: int | None, mode: int | None) -> tuple[str, ...]:
     return tuple(f for f, v in (("uid", uid), ("gid", gid), ("mode", mode)) if v is not None)
 
@@ -186,8 +195,8 @@ def push(env: Env, sources: tuple[str, ...], target: str, recursive: bool, creat
     directories are copied with their contents, symlinks are recreated as symlinks, and a
     target that exists (or several sources) receives each source by its name.
     """
-    dest = parse_instance_path(target)
-    files = Files(env.client(), dest.instance, progress=not env.quiet)
+    dest = instance_path(env, target)
+    files = Files(env.client(dest.remote), dest.instance, progress=not env.quiet)
     src_list = list(sources)
     stats = [None if s == STDIO else _local_stat(s, follow=not recursive) for s in src_list]
     is_dir = [st is not None and stat.S_ISDIR(st.st_mode) for st in stats]
@@ -364,13 +373,13 @@ def pull(env: Env, sources: tuple[str, ...], target: str, recursive: bool,
     (never setuid/setgid/sticky) and the local user's ownership. Symlinks named on the
     command line are followed; inside a recursive pull they are recreated as symlinks.
     """
-    srcs = [parse_instance_path(s) for s in sources]
-    client = env.client()
+    srcs = [instance_path(env, s) for s in sources]
     endpoints: dict[str, Files] = {}
     found: list[tuple[Files, str, str]] = []
     for src in srcs:
-        files = endpoints.setdefault(src.instance, Files(client, src.instance,
-                                                          not env.quiet and target != STDIO))
+        files = endpoints.setdefault(f"{src.remote}:{src.instance}",
+                                     Files(env.client(src.remote), src.instance,
+                                           not env.quiet and target != STDIO))
         final, headers = files.follow(src.path)
         if headers is None:
             raise CliError(f"{src}: no such file or directory")
@@ -566,10 +575,9 @@ def _replace_with_link(dirfd: int, name: str, target: str) -> None:
 @pass_env
 def delete(env: Env, paths: tuple[str, ...], force: bool) -> None:
     """Delete files in instances (directories: empty ones, or any with -f)."""
-    client = env.client()
     for arg in paths:
-        p = parse_instance_path(arg)
-        Files(client, p.instance, False).delete(p.path, recursive=force)
+        p = instance_path(env, arg)
+        Files(env.client(p.remote), p.instance, False).delete(p.path, recursive=force)
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -588,13 +596,13 @@ def create(env: Env, target: str, link_target: str | None, kind: str | None,
            create_dirs: bool, force: bool, uid: int | None, gid: int | None,
            mode: int | None) -> None:
     """Create an empty file, a directory or a symlink in an instance."""
-    dest = parse_instance_path(target)
+    dest = instance_path(env, target)
     kind = kind or ("directory" if dest.trailing_slash else "file")
     if kind == "symlink" and not link_target:
         raise CliError("--type symlink needs the symlink target as second argument")
     if kind != "symlink" and link_target:
         raise CliError("A symlink target is only accepted with --type symlink")
-    files = Files(env.client(), dest.instance, False)
+    files = Files(env.client(dest.remote), dest.instance, False)
     existing = files.head(dest.path)
     if existing is not None:
         there = existing.get("x-lxd-type", "file")
@@ -616,8 +624,8 @@ def create(env: Env, target: str, link_target: str | None, kind: str | None,
 def edit(env: Env, target: str) -> None:
     """Edit a file of an instance with $VISUAL/$EDITOR (or replace it with standard input
     when that is not a terminal). The file keeps its mode and owner."""
-    dest = parse_instance_path(target)
-    files = Files(env.client(), dest.instance, False)
+    dest = instance_path(env, target)
+    files = Files(env.client(dest.remote), dest.instance, False)
     path, headers = files.follow(dest.path)
     if headers is not None and headers.get("x-lxd-type") != "file":
         raise CliError(f"{files.instance}{path} is a {headers.get('x-lxd-type')}, not a file")

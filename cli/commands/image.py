@@ -1,4 +1,6 @@
-"""`mc image import|list|delete|info|show` (+ `alias` and `build` sub-groups)."""
+"""`mc image import|list|delete|info|show` (+ `alias` and `build` sub-groups; `copy`,
+`refresh` and `edit` are in image_remote.py). `list`, `info` and `show` also browse
+simplestreams remotes (cli/streams.py)."""
 
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ from cli.output import (
     render,
     render_yaml,
 )
-from cli.params import REMOTES, parse_remote, url_part
+from cli.params import url_part
 
 Image = dict[str, Any]
 
 
 def resolve_image(client: Client, name: str) -> str:
-    """An alias, or a unique fingerprint prefix, to the full fingerprint."""
-    _, name = parse_remote(name)
+    """An alias, or a unique fingerprint prefix, to the full fingerprint (`name` without its
+    remote: `client` is that remote's)."""
     if not name:
         raise CliError("Missing image name")
     try:
@@ -169,17 +171,16 @@ def image() -> None:
 def import_cmd(env: Env, args: tuple[str, ...], aliases: tuple[str, ...], public: bool) -> None:
     """Import an image file: one unified tarball, or a metadata tarball and a rootfs."""
     files = list(args)
+    remote = None
     if files and files[-1].endswith(":") and len(files) > 1:
-        remote = files.pop()[:-1]
-        if remote not in REMOTES:
-            raise CliError(f'The remote "{remote}" doesn\'t exist')
+        remote = image_remote(env, env.split(files.pop())[0], writable=True)
     if len(files) > 2:
         raise click.UsageError("Too many arguments: expected <tarball> [<rootfs>]")
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():
             raise CliError(f"{p} is not a file")
-    client = env.client()
+    client = env.client(remote)
     fingerprint = import_files(client, paths, public)
     for alias in aliases:
         client.post(
@@ -194,11 +195,11 @@ def import_cmd(env: Env, args: tuple[str, ...], aliases: tuple[str, ...], public
 @pass_env
 def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
     """List images. Filters: key=value on properties, or part of a fingerprint or alias."""
-    from cli.commands.list import split_args
+    from cli.commands.list import remote_filters
 
-    filters = split_args(args)
+    remote, filters = remote_filters(env, args)
     images = [
-        i for i in env.client().get("/1.0/images?recursion=1") or [] if image_matches(i, filters)
+        i for i in remote_images(env, image_remote(env, remote)) if image_matches(i, filters)
     ]
     pairs = sorted(((image_row(i), i) for i in images), key=lambda pair: pair[0])
     text = render(fmt, IMAGE_HEADER, [row for row, _ in pairs], [i for _, i in pairs])
@@ -210,8 +211,9 @@ def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
 @pass_env
 def delete(env: Env, names: tuple[str, ...]) -> None:
     """Delete images by alias or fingerprint."""
-    client = env.client()
-    for name in names:
+    for arg in names:
+        remote, name = env.split(arg)
+        client = env.client(image_remote(env, remote, writable=True))
         client.delete(f"/1.0/images/{resolve_image(client, name)}")
 
 
@@ -220,9 +222,7 @@ def delete(env: Env, names: tuple[str, ...]) -> None:
 @pass_env
 def info(env: Env, name: str) -> None:
     """Show useful information about an image."""
-    client = env.client()
-    image = client.get(f"/1.0/images/{resolve_image(client, name)}")
-    click.echo(format_image_info(image), nl=False)
+    click.echo(format_image_info(get_image(env, name)), nl=False)
 
 
 @image.command("show")
@@ -230,17 +230,64 @@ def info(env: Env, name: str) -> None:
 @pass_env
 def show(env: Env, name: str) -> None:
     """Show an image's properties as YAML."""
-    client = env.client()
-    click.echo(render_yaml(client.get(f"/1.0/images/{resolve_image(client, name)}")), nl=False)
+    click.echo(render_yaml(get_image(env, name)), nl=False)
+
+
+def image_remote(env: Env, remote: str | None, *, writable: bool = False) -> str:
+    """`remote` (None: the default remote), checked to exist; with writable, one that can
+    take changes (a simplestreams server is read-only)."""
+    name = remote or env.default_remote()
+    if name == "local":
+        return name
+    if writable and env.config().get(name).protocol == "simplestreams":
+        raise CliError(f'The remote "{name}" is a simplestreams image server: it is '
+                       "read-only (`mc simplestreams` writes such trees)")
+    return name
+
+
+def is_stream(env: Env, remote: str) -> bool:
+    return remote != "local" and env.config().get(remote).protocol == "simplestreams"
+
+
+def remote_images(env: Env, remote: str) -> list[Image]:
+    """Every image of a remote in the API's JSON shape (simplestreams: container images)."""
+    if is_stream(env, remote):
+        from cli.streams import catalog, image_json
+
+        conf = env.config()
+        return [image_json(i) for i in catalog(conf, conf.get(remote)).list()]
+    return list(env.client(remote).get("/1.0/images?recursion=1") or [])
+
+
+def get_image(env: Env, arg: str) -> Image:
+    """The image `[<remote>:]<alias|fingerprint prefix>` names, from any kind of remote."""
+    remote, name = env.split(arg)
+    if not name:
+        raise CliError(f'Missing image name in "{arg}"')
+    if is_stream(env, remote):
+        from cli.streams import catalog, image_json, resolve
+
+        conf = env.config()
+        spec = conf.get(remote)
+        return image_json(resolve(catalog(conf, spec), spec, name))
+    client = env.client(remote)
+    return dict(client.get(f"/1.0/images/{resolve_image(client, name)}"))
 
 
 def _register() -> None:
     from cli.commands.image_alias import alias
     from cli.commands.image_build import build
+    from cli.commands.image_export import export
+    from cli.commands.image_remote import copy, edit, refresh
 
     image.add_command(alias)
     image.add_command(build)
+    image.add_command(export)
     image.add_command(delete, "rm")
+    image.add_command(copy)
+    image.add_command(copy, "cp")
+    image.add_command(edit)
+    image.add_command(refresh)
 
 
 _register()

@@ -1,4 +1,4 @@
-"""`mc image alias create|delete|list|rename`."""
+"""`mc image alias create|delete|list|rename`, on any remote (simplestreams: list only)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from cli.context import Env, format_option, pass_env
 from cli.output import render
-from cli.params import parse_remote, url_part
+from cli.params import url_part
 
 
 @click.group("alias")
@@ -21,11 +21,11 @@ def alias() -> None:
 @pass_env
 def create(env: Env, name: str, target: str, description: str) -> None:
     """Create an alias for an image fingerprint."""
-    from cli.commands.image import resolve_image
+    from cli.commands.image import image_remote, resolve_image
 
-    client = env.client()
+    remote, alias_name = env.split(name)
+    client = env.client(image_remote(env, remote, writable=True))
     fingerprint = resolve_image(client, target)
-    _, alias_name = parse_remote(name)
     client.post(
         "/1.0/images/aliases",
         {"name": alias_name, "target": fingerprint, "description": description},
@@ -37,8 +37,12 @@ def create(env: Env, name: str, target: str, description: str) -> None:
 @pass_env
 def delete(env: Env, name: str) -> None:
     """Delete an alias."""
-    _, alias_name = parse_remote(name)
-    env.client().delete(f"/1.0/images/aliases/{url_part(alias_name)}")
+    from cli.commands.image import image_remote
+
+    remote, alias_name = env.split(name)
+    env.client(image_remote(env, remote, writable=True)).delete(
+        f"/1.0/images/aliases/{url_part(alias_name)}"
+    )
 
 
 @alias.command("rename")
@@ -47,8 +51,12 @@ def delete(env: Env, name: str) -> None:
 @pass_env
 def rename(env: Env, old: str, new: str) -> None:
     """Rename an alias."""
-    _, old_name = parse_remote(old)
-    env.client().post(f"/1.0/images/aliases/{url_part(old_name)}", {"name": new})
+    from cli.commands.image import image_remote
+
+    remote, old_name = env.split(old)
+    env.client(image_remote(env, remote, writable=True)).post(
+        f"/1.0/images/aliases/{url_part(old_name)}", {"name": new}
+    )
 
 
 @alias.command("list")
@@ -57,13 +65,14 @@ def rename(env: Env, old: str, new: str) -> None:
 @pass_env
 def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
     """List aliases; a filter matches part of an alias name."""
-    from cli.commands.list import split_args
+    from cli.commands.image import image_remote
+    from cli.commands.list import remote_filters
 
-    filters = split_args(args)
+    remote, filters = remote_filters(env, args)
     aliases = sorted(
         (
             a
-            for a in env.client().get("/1.0/images/aliases?recursion=1") or []
+            for a in remote_aliases(env, image_remote(env, remote))
             if all(f in str(a.get("name", "")) for f in filters)
         ),
         key=lambda a: str(a.get("name", "")),
@@ -80,6 +89,20 @@ def list_cmd(env: Env, args: tuple[str, ...], fmt: str) -> None:
     click.echo(
         render(fmt, ["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"], rows, aliases), nl=False
     )
+
+
+def remote_aliases(env: Env, remote: str) -> list[dict[str, str]]:
+    """The aliases of a remote as GET /1.0/images/aliases?recursion=1 gives them."""
+    from cli.commands.image import is_stream
+
+    if is_stream(env, remote):
+        from cli.streams import catalog
+
+        conf = env.config()
+        table = catalog(conf, conf.get(remote)).aliases()
+        return [{"name": n, "target": fp, "type": "container", "description": ""}
+                for n, fp in table.items()]
+    return list(env.client(remote).get("/1.0/images/aliases?recursion=1") or [])
 
 
 alias.add_command(delete, "rm")

@@ -11,7 +11,7 @@ from cli.client import Client
 from cli.context import Env, pass_env
 from cli.errors import ApiError
 from cli.output import format_bytes, format_time, render_table, render_yaml
-from cli.params import local_name, url_part
+from cli.params import url_part
 
 
 def format_info(inst: dict[str, Any], state: dict[str, Any]) -> str:
@@ -128,11 +128,11 @@ def console_log(client: Client, name: str) -> bytes:
 @pass_env
 def info(env: Env, name: str | None, show_log: bool) -> None:
     """Show instance or server information."""
-    client = env.client()
-    if not name:
-        click.echo(render_yaml(client.get("/1.0")), nl=False)
+    if not name or name.endswith(":"):
+        remote = env.split(name)[0] if name else None
+        click.echo(render_yaml(env.client(remote).get("/1.0")), nl=False)
         return
-    inst_name = local_name(name)
+    client, inst_name = env.target(name)
     base = f"/1.0/instances/{url_part(inst_name)}"
     inst = client.get(base) or {}
     state = client.get(f"{base}/state") or {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import click
@@ -159,15 +159,24 @@ def matches(inst: Instance, filters: list[str]) -> bool:
     return True
 
 
-def split_args(args: tuple[str, ...]) -> list[str]:
-    """`[remote:] [filter...]`: the first argument may name a remote."""
+def split_args(
+    args: tuple[str, ...], remotes: Collection[str] = REMOTES
+) -> tuple[str | None, list[str]]:
+    """`[remote:] [filter...]`: (the remote the first argument names or None, the filters)."""
     filters = list(args)
     if filters and ":" in filters[0] and "=" not in filters[0].partition(":")[0]:
         remote, _, rest = filters[0].partition(":")
-        if remote not in REMOTES:
+        if remote not in remotes:
             raise CliError(f'The remote "{remote}" doesn\'t exist')
-        filters = ([rest] if rest else []) + filters[1:]
-    return filters
+        return remote, ([rest] if rest else []) + filters[1:]
+    return None, filters
+
+
+def remote_filters(env: Env, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """split_args with this user's remotes (their config is read only when one is named)."""
+    if args and ":" in args[0]:
+        return split_args(args, env.config().names())
+    return split_args(args)
 
 
 def build_rows(
@@ -194,9 +203,9 @@ def list_cmd(env: Env, args: tuple[str, ...], columns: str, fmt: str, fast: bool
     Filters: a bare word matches name prefixes; key=value matches config keys
     (s.privileged=true, u.tag=x) or status=, type=, architecture=.
     """
-    filters = split_args(args)
+    remote, filters = remote_filters(env, args)
     cols = parse_columns("nsacPt" if fast else columns)
-    instances = env.client().get("/1.0/instances?recursion=2") or []
+    instances = env.client(remote).get("/1.0/instances?recursion=2") or []
     shown = sorted((i for i in instances if matches(i, filters)), key=lambda i: i.get("name", ""))
     text = render(fmt, [c[0] for c in cols], build_rows(shown, cols), shown)
     click.echo(text, nl=False)

@@ -4,7 +4,7 @@ assign (an instance's profiles) and `device`, as lxc."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +13,7 @@ from cli.context import Env, format_option, pass_env
 from cli.errors import CliError
 from cli.lazy import LazyGroup
 from cli.output import parse_format, render, render_yaml
-from cli.params import local_name, parse_remote, url_part
+from cli.params import url_part
 from cli.yamledit import (
     edit_until_accepted,
     load_mapping,
@@ -23,6 +23,9 @@ from cli.yamledit import (
     stringify,
 )
 
+if TYPE_CHECKING:
+    from cli.client import Client
+
 Profile = dict[str, Any]
 
 
@@ -30,8 +33,9 @@ def _url(name: str) -> str:
     return f"/1.0/profiles/{url_part(name)}"
 
 
-def _name(arg: str) -> str:
-    return local_name(arg, "profile")
+def _target(env: Env, arg: str) -> tuple[Client, str]:
+    """The client of the remote a `[<remote>:]<profile>` names, and the profile's name."""
+    return env.target(arg, "profile")
 
 
 def _instance_url(name: str) -> str:
@@ -100,11 +104,15 @@ profile.add_command(profile_device, "device")
 @pass_env
 def list_cmd(env: Env, remote: str | None, fmt: str) -> None:
     """List profiles."""
-    if remote is not None and parse_remote(remote)[1]:
-        raise click.UsageError(f'Unexpected argument "{remote}": expected [<remote>:]')
+    where = None
+    if remote is not None:
+        where, rest = env.split(remote)
+        if rest or ":" not in remote:
+            raise click.UsageError(f'Unexpected argument "{remote}": expected [<remote>:]')
     parse_format(fmt)  # a usage error before the daemon is asked anything
     profiles = sorted(
-        env.client().get("/1.0/profiles?recursion=1") or [], key=lambda p: str(p.get("name"))
+        env.client(where).get("/1.0/profiles?recursion=1") or [],
+        key=lambda p: str(p.get("name")),
     )
     rows = [
         [str(p.get("name", "")), str(p.get("description", "")), str(_used_by(p))]
@@ -118,7 +126,8 @@ def list_cmd(env: Env, remote: str | None, fmt: str) -> None:
 @pass_env
 def show(env: Env, name: str) -> None:
     """Show a profile as YAML."""
-    click.echo(profile_yaml(env.client().get(_url(_name(name)))), nl=False)
+    client, name = _target(env, name)
+    click.echo(profile_yaml(client.get(_url(name))), nl=False)
 
 
 @profile.command("create", short_help="Create a profile.")
@@ -132,13 +141,13 @@ def create(env: Env, name: str, description: str | None) -> None:
       mc profile create small
       mc profile create small < small.yaml
     """
-    name = _name(name)
+    client, name = _target(env, name)
     body: Profile = {"name": name, "config": {}, "devices": {}}
     if not sys.stdin.isatty():
         body.update(parse_profile_yaml(sys.stdin.read()))
     if description is not None:
         body["description"] = description
-    env.client().post("/1.0/profiles", body)
+    client.post("/1.0/profiles", body)
     env.say(f"Profile {name} created")
 
 
@@ -148,9 +157,10 @@ def create(env: Env, name: str, description: str | None) -> None:
 @pass_env
 def copy(env: Env, source: str, target: str) -> None:
     """Copy a profile."""
-    client = env.client()
-    src = client.get(_url(_name(source)))
-    client.post("/1.0/profiles", {"name": _name(target), **_writable(src)})
+    src_client, src_name = _target(env, source)
+    dst_client, dst_name = _target(env, target)
+    src = src_client.get(_url(src_name))
+    dst_client.post("/1.0/profiles", {"name": dst_name, **_writable(src)})
 
 
 @profile.command("rename")
@@ -159,8 +169,8 @@ def copy(env: Env, source: str, target: str) -> None:
 @pass_env
 def rename(env: Env, old: str, new: str) -> None:
     """Rename a profile (instances using it follow)."""
-    old = _name(old)
-    env.client().post(_url(old), {"name": new})
+    client, old = _target(env, old)
+    client.post(_url(old), {"name": new})
     env.say(f"Profile {old} renamed to {new}")
 
 
@@ -169,8 +179,9 @@ def rename(env: Env, old: str, new: str) -> None:
 @pass_env
 def delete(env: Env, names: tuple[str, ...]) -> None:
     """Delete profiles."""
-    for name in map(_name, names):
-        env.client().delete(_url(name))
+    for arg in names:
+        client, name = _target(env, arg)
+        client.delete(_url(name))
         env.say(f"Profile {name} deleted")
 
 
@@ -179,8 +190,7 @@ def delete(env: Env, names: tuple[str, ...]) -> None:
 @pass_env
 def edit(env: Env, name: str) -> None:
     """Edit a profile as YAML: in $EDITOR on a terminal, else read from stdin."""
-    name = _name(name)
-    client = env.client()
+    client, name = _target(env, name)
 
     def apply(text: str) -> None:
         changes = parse_profile_yaml(text)
@@ -200,7 +210,8 @@ def edit(env: Env, name: str) -> None:
 @pass_env
 def get(env: Env, name: str, key: str, prop: bool) -> None:
     """Print a profile's config key (or property with -p)."""
-    data = env.client().get(_url(_name(name)))
+    client, name = _target(env, name)
+    data = client.get(_url(name))
     if prop:
         if key not in ("description", "name"):
             raise CliError(f'The property "{key}" does not exist on the profile')
@@ -216,8 +227,8 @@ def get(env: Env, name: str, key: str, prop: bool) -> None:
 @pass_env
 def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
     """Set profile config keys (`key=value...`, or `key value`)."""
-    url = _url(_name(name))
-    client = env.client()
+    client, name = _target(env, name)
+    url = _url(name)
     values = parse_settings(settings)
     current = client.get(url)
     body = _writable(current)
@@ -238,8 +249,8 @@ def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
 @pass_env
 def unset(env: Env, name: str, key: str, prop: bool) -> None:
     """Unset a profile config key (or property with -p)."""
-    url = _url(_name(name))
-    client = env.client()
+    client, name = _target(env, name)
+    url = _url(name)
     body = _writable(client.get(url))
     if prop:
         if key != "description":
@@ -252,8 +263,8 @@ def unset(env: Env, name: str, key: str, prop: bool) -> None:
     client.put(url, body)
 
 
-def _instance_profiles(env: Env, instance: str) -> list[str]:
-    return list(env.client().get(_instance_url(instance)).get("profiles") or [])
+def _instance_profiles(client: Client, instance: str) -> list[str]:
+    return list(client.get(_instance_url(instance)).get("profiles") or [])
 
 
 @profile.command("add")
@@ -262,11 +273,11 @@ def _instance_profiles(env: Env, instance: str) -> list[str]:
 @pass_env
 def add(env: Env, instance: str, name: str) -> None:
     """Add a profile to an instance (applied last)."""
-    instance = local_name(instance)
-    profiles = _instance_profiles(env, instance)
+    client, instance = env.target(instance)
+    profiles = _instance_profiles(client, instance)
     if name in profiles:
         raise CliError(f"Profile {name} is already applied to {instance}")
-    env.client().patch(_instance_url(instance), {"profiles": [*profiles, name]})
+    client.patch(_instance_url(instance), {"profiles": [*profiles, name]})
     env.say(f"Profile {name} added to {instance}")
 
 
@@ -276,11 +287,11 @@ def add(env: Env, instance: str, name: str) -> None:
 @pass_env
 def remove(env: Env, instance: str, name: str) -> None:
     """Remove a profile from an instance."""
-    instance = local_name(instance)
-    profiles = _instance_profiles(env, instance)
+    client, instance = env.target(instance)
+    profiles = _instance_profiles(client, instance)
     if name not in profiles:
         raise CliError(f"Profile {name} isn't currently applied to {instance}")
-    env.client().patch(
+    client.patch(
         _instance_url(instance), {"profiles": [p for p in profiles if p != name]}
     )
     env.say(f"Profile {name} removed from {instance}")
@@ -292,9 +303,9 @@ def remove(env: Env, instance: str, name: str) -> None:
 @pass_env
 def assign(env: Env, instance: str, names: str) -> None:
     """Replace an instance's profiles by a comma-separated list ("" for none)."""
-    instance = local_name(instance)
+    client, instance = env.target(instance)
     profiles = [p for p in names.split(",") if p] if names else []
-    env.client().patch(_instance_url(instance), {"profiles": profiles})
+    client.patch(_instance_url(instance), {"profiles": profiles})
     if profiles:
         env.say(f"Profiles {','.join(profiles)} applied to {instance}")
     else:

@@ -1,4 +1,4 @@
-"""`mc rename OLD NEW` and `mc move OLD NEW` (alias `mv`) within the local remote."""
+"""`mc rename OLD NEW` and `mc move OLD NEW` (alias `mv`) within one remote."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from cli.params import local_name, split_snapshot, url_part
 
 
 def rename_request(old: str, new: str) -> tuple[str, dict[str, str]]:
-    """(URL, body) of the POST that renames an instance or an `inst/snap` snapshot."""
+    """(URL, body) of the POST that renames an instance or an `inst/snap` snapshot (both
+    names without their remote)."""
     inst, snap = split_snapshot(local_name(old))
     new_inst, new_snap = split_snapshot(local_name(new))
     if snap is None:
@@ -30,8 +31,7 @@ def rename_request(old: str, new: str) -> tuple[str, dict[str, str]]:
 @pass_env
 def rename(env: Env, old: str, new: str) -> None:
     """Rename instances and snapshots."""
-    url, body = rename_request(old, new)
-    env.client().post(url, body)
+    _rename(env, old, new)
 
 
 @click.command("move")
@@ -39,6 +39,16 @@ def rename(env: Env, old: str, new: str) -> None:
 @click.argument("new", metavar="[<remote>:]<instance>[/<snapshot>]")
 @pass_env
 def move(env: Env, old: str, new: str) -> None:
-    """Move instances; only renames within the local remote are supported."""
-    url, body = rename_request(old, new)
-    env.client().post(url, body)
+    """Move instances; only renames within one remote are supported."""
+    _rename(env, old, new)
+
+
+def _rename(env: Env, old: str, new: str) -> None:
+    client, old_name = env.target(old)
+    remote = env.split(old)[0]
+    new_remote, new_name = env.split(new) if ":" in new.partition("/")[0] else (remote, new)
+    if new_remote != remote:
+        raise CliError("Moving instances between remotes is not supported; "
+                       "rename within one remote")
+    url, body = rename_request(old_name, new_name)
+    client.post(url, body)

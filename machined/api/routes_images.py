@@ -1,4 +1,6 @@
-"""/1.0/images and /1.0/images/aliases."""
+"""/1.0/images and /1.0/images/aliases: uploads, copies from remote servers, publishing,
+refresh. Untrusted (HTTPS, no trusted certificate) callers see public images and the
+aliases that point at them, nothing else."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from machined.api.context import INSTANCES, POOL, STATE
+from machined.api.access import is_trusted
+from machined.api.context import IMAGES, INSTANCES, POOL, STATE
 from machined.api.operations import Operation
 from machined.api.responses import async_response, json_body, sync
 from machined.db import images as db_images
-from machined.errors import BadRequest, Conflict
+from machined.errors import BadRequest, Conflict, NotFound
 from machined.images import store
+from machined.images.download import parse_source
 
 routes = web.RouteTableDef()
 # Registered before `routes`: /1.0/images/{fingerprint} would otherwise swallow 'aliases'.
@@ -30,7 +34,7 @@ def render(rec: db_images.ImageRecord) -> dict[str, Any]:
         "aliases": rec.aliases, "created_at": rec.created_at or epoch,
         "uploaded_at": rec.uploaded_at, "last_used_at": rec.last_used_at or epoch,
         "expires_at": rec.expires_at or epoch, "profiles": ["default"], "project": "default",
-    }
+    } | ({"update_source": dict(rec.source)} if rec.source else {})
 
 
 def _header(request: web.Request, name: str) -> str:
@@ -38,13 +42,27 @@ def _header(request: web.Request, name: str) -> str:
 
 
 def _lookup(request: web.Request) -> db_images.ImageRecord:
+    """A full fingerprint or unique prefix. For an untrusted caller a private image answers
+    exactly like a missing one (no probing by prefix)."""
     fp = request.match_info["fingerprint"]
-    return db_images.find_by_prefix(request.app[STATE].db, fp)
+    db = request.app[STATE].db
+    if is_trusted(request):
+        return db_images.find_by_prefix(db, fp)
+    matches = [r for r in db_images.list_all(db)
+               if r.public and fp and r.fingerprint.startswith(fp)]
+    if len(matches) != 1:
+        raise NotFound(f"Image {fp!r} not found")
+    return matches[0]
+
+
+def _visible(request: web.Request) -> list[db_images.ImageRecord]:
+    records = db_images.list_all(request.app[STATE].db)
+    return records if is_trusted(request) else [r for r in records if r.public]
 
 
 @routes.get("/1.0/images")
 async def list_images(request: web.Request) -> web.Response:
-    records = db_images.list_all(request.app[STATE].db)
+    records = _visible(request)
     if request.query.get("recursion", "0") == "0":
         return sync([f"/1.0/images/{r.fingerprint}" for r in records])
     return sync([render(r) for r in records])
@@ -103,8 +121,7 @@ async def create_image(request: web.Request) -> web.Response:
     state, pool = request.app[STATE], request.app[POOL]
     content_type = request.content_type
     if content_type == "application/json":
-        raise BadRequest("Importing images from a source (remote, URL, instance) is not "
-                         "supported yet: upload an image file instead")
+        return await _create_from_source(request)
     # Headers are checked before the body is received: a refusal leaves nothing in tmp/.
     public = _header(request, "public") in ("1", "true")
     try:
@@ -136,9 +153,108 @@ async def create_image(request: web.Request) -> web.Response:
     return async_response(op.to_json())
 
 
+def _aliases(value: Any) -> list[dict[str, str]]:
+    """The `aliases` of an image POST: [{name, description}] (names checked, no repeats)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(a, dict) for a in value):
+        raise BadRequest("aliases must be a list of {\"name\": ..., \"description\": ...}")
+    out = [{"name": _alias_name(a.get("name")), "description": str(a.get("description") or "")}
+           for a in value]
+    names = [a["name"] for a in out]
+    if len(set(names)) != len(names):
+        raise BadRequest("aliases: a name is listed twice")
+    return out
+
+
+async def _create_from_source(request: web.Request) -> web.Response:
+    """JSON POST /1.0/images: copy from a remote server (source.type image) or publish an
+    instance or snapshot (source.type instance|snapshot)."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    source = body.get("source")
+    if not isinstance(source, dict):
+        raise BadRequest("Image creation needs a source object (type image, instance or "
+                         "snapshot), or an uploaded image file")
+    aliases = _aliases(body.get("aliases"))
+    public = bool(body.get("public"))
+    kind = source.get("type")
+    if kind in ("instance", "snapshot"):
+        return await _publish(request, body, source, aliases, public)
+    if kind != "image":
+        raise BadRequest(f"Unsupported image source type {kind!r}: accepted are image, "
+                         "instance and snapshot")
+    if not source.get("server"):
+        raise BadRequest("An image source of type image needs a server to copy from")
+    remote = parse_source(source)
+    auto_update = bool(body.get("auto_update"))
+    images, instances = request.app[IMAGES], request.app[INSTANCES]
+
+    async def work(op: Operation) -> dict[str, Any]:
+        rec = await images.fetch(remote, op=op, cached=False, auto_update=auto_update,
+                                 public=public, aliases=aliases)
+        op.resources["images"] = [f"/1.0/images/{rec.fingerprint}"]
+        instances.refill_spare(rec.fingerprint)
+        return {"fingerprint": rec.fingerprint, "size": rec.size}
+
+    op = state.operations.start("task", "Downloading image", {}, work)
+    return async_response(op.to_json())
+
+
+async def _publish(request: web.Request, body: dict[str, Any], source: dict[str, Any],
+                   aliases: list[dict[str, str]], public: bool) -> web.Response:
+    from machined.images import publish  # the publish helper's module, loaded on use
+
+    state, pool, instances = request.app[STATE], request.app[POOL], request.app[INSTANCES]
+    name = source.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"A source of type {source.get('type')} needs the name of the "
+                         "instance (or instance/snapshot) to publish")
+    properties = body.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise BadRequest("properties must be an object of strings")
+    properties = {str(k): str(v) for k, v in properties.items()}
+    compression = body.get("compression_algorithm") or None
+    # Refusals (running instance, bad compression, taken alias) answer at once, not as a
+    # failed operation.
+    publish.check_publish(state, instances, name, aliases=aliases, properties=properties,
+                          compression=compression)
+
+    async def work(op: Operation) -> dict[str, Any]:
+        rec = await publish.publish_instance(state, pool, instances, name, public=public,
+                                             aliases=aliases, properties=properties,
+                                             compression=compression, op=op)
+        op.resources["images"] = [f"/1.0/images/{rec.fingerprint}"]
+        return {"fingerprint": rec.fingerprint, "size": rec.size}
+
+    op = state.operations.start("task", "Publishing instance",
+                                {"instances": [f"/1.0/instances/{name.split('/')[0]}"]}, work)
+    return async_response(op.to_json())
+
+
 @routes.get("/1.0/images/{fingerprint}")
 async def get_image(request: web.Request) -> web.Response:
     return sync(render(_lookup(request)))
+
+
+@routes.post("/1.0/images/{fingerprint}/refresh")
+async def refresh_image(request: web.Request) -> web.Response:
+    """Re-check the image's source alias now (ignoring images.auto_update_interval);
+    the operation's metadata says {refreshed, fingerprint}."""
+    state, images = request.app[STATE], request.app[IMAGES]
+    rec = _lookup(request)
+    if not rec.source or not rec.source.get("alias"):
+        raise BadRequest(f"Image {rec.fingerprint[:12]} has no source alias to refresh from "
+                         "(it was imported, published or copied by fingerprint)")
+
+    async def work(op: Operation) -> dict[str, Any]:
+        refreshed, fingerprint = await images.refresh(rec.fingerprint, op)
+        op.resources["images"] = [f"/1.0/images/{fingerprint}"]
+        return {"refreshed": refreshed, "fingerprint": fingerprint}
+
+    op = state.operations.start("task", "Refreshing image",
+                                {"images": [f"/1.0/images/{rec.fingerprint}"]}, work)
+    return async_response(op.to_json())
 
 
 @routes.put("/1.0/images/{fingerprint}")
@@ -187,10 +303,20 @@ async def delete_image(request: web.Request) -> web.Response:
 
 # Aliases
 
+def _public_targets(request: web.Request) -> set[str] | None:
+    """Fingerprints an untrusted caller may see aliases of (None: all, trusted)."""
+    if is_trusted(request):
+        return None
+    return {r.fingerprint for r in db_images.list_all(request.app[STATE].db) if r.public}
+
+
 @alias_routes.get("/1.0/images/aliases")
 async def list_aliases(request: web.Request) -> web.Response:
     db = request.app[STATE].db
     names = db_images.alias_names(db)
+    public = _public_targets(request)
+    if public is not None:
+        names = [n for n in names if db_images.get_alias(db, n)["target"] in public]
     if request.query.get("recursion", "0") == "0":
         return sync([f"/1.0/images/aliases/{n}" for n in names])
     return sync([db_images.get_alias(db, n) for n in names])
@@ -219,7 +345,12 @@ async def create_alias(request: web.Request) -> web.Response:
 
 @alias_routes.get("/1.0/images/aliases/{name:.+}")
 async def get_alias(request: web.Request) -> web.Response:
-    return sync(db_images.get_alias(request.app[STATE].db, request.match_info["name"]))
+    name = request.match_info["name"]
+    alias = db_images.get_alias(request.app[STATE].db, name)
+    public = _public_targets(request)
+    if public is not None and alias["target"] not in public:
+        raise NotFound(f"Image alias {name!r} not found")
+    return sync(alias)
 
 
 @alias_routes.put("/1.0/images/aliases/{name:.+}")

@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp import web
 
 from machined import __version__
+from machined.api.access import is_trusted
 from machined.api.context import STATE
+from machined.api.https import HTTPS
 from machined.api.responses import json_body, sync
 from machined.config import validate_server_config
 from machined.db import settings
@@ -26,6 +28,10 @@ async def root(request: web.Request) -> web.Response:
 
 @routes.get("/1.0")
 async def server_info(request: web.Request) -> web.Response:
+    if not is_trusted(request):  # as LXD: no config, no environment, no extensions
+        return sync({"api_extensions": [], "api_status": "stable", "api_version": "1.0",
+                     "auth": "untrusted", "public": False, "auth_methods": ["tls"],
+                     "config": {}, "environment": {}})
     state = request.app[STATE]
     uname = os.uname()
     return sync({
@@ -38,6 +44,7 @@ async def server_info(request: web.Request) -> web.Response:
             "server": "machined", "server_name": uname.nodename, "server_pid": os.getpid(),
             "server_version": __version__, "driver": "machined", "storage": "dir",
             "firewall": "", "project": "default",
+            **request.app[HTTPS].environment(),
         },
     })
 
@@ -53,9 +60,13 @@ async def _update_config(request: web.Request, patch: bool) -> web.Response:
                          "{\"images.auto_update_interval\": \"24\"}}")
     values = {str(k): _text(v) for k, v in config.items()}
     validate_server_config(values)
-    merged = settings.get_all(state.db) if patch else {}
+    old = settings.get_all(state.db)
+    merged = dict(old) if patch else {}
     merged.update(values)
-    settings.replace(state.db, {k: v for k, v in merged.items() if v != ""})
+    new = {k: v for k, v in merged.items() if v != ""}
+    settings.replace(state.db, new)
+    for listener in state.config_listeners:
+        await listener(old, new)
     return sync()
 
 

@@ -10,27 +10,38 @@ from pathlib import Path
 from aiohttp import web
 
 from machined.api import (
+    routes_certificates,
     routes_exec,
     routes_files,
+    routes_image_export,
     routes_images,
     routes_instances,
     routes_profiles,
     routes_server,
 )
-from machined.api.context import INSTANCES, POOL, STATE
+from machined.api.access import trust_middleware
+from machined.api.context import IMAGES, INSTANCES, POOL, STATE
+from machined.api.https import HTTPS, HttpsEndpoint
 from machined.api.responses import error_middleware
+from machined.images.service import ImageService
 from machined.instances.service import InstanceService
 from machined.state import State
 from machined.storage.dir import DirPool
 
 
-def build_app(state: State, pool: DirPool, instances: InstanceService) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 40)
+def build_app(state: State, pool: DirPool, instances: InstanceService,
+              images: ImageService | None = None) -> web.Application:
+    # trust_middleware runs inside error_middleware: its refusals are LXD error envelopes.
+    app = web.Application(middlewares=[error_middleware, trust_middleware],
+                          client_max_size=1 << 40)
     app[STATE] = state
+    app[HTTPS] = HttpsEndpoint(state)
     app[POOL] = pool
     app[INSTANCES] = instances
+    app[IMAGES] = images if images is not None else ImageService(state, pool, instances)
     for table in (routes_server.routes, routes_instances.routes, routes_exec.routes,
-                  routes_images.alias_routes, routes_images.routes, routes_profiles.routes):
+                  routes_images.alias_routes, routes_image_export.routes, routes_images.routes,
+                  routes_profiles.routes, routes_certificates.routes):
         app.add_routes(table)
     app.add_routes(routes_files.routes)
     return app

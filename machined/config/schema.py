@@ -111,32 +111,38 @@ SERVER_KEYS: dict[str, ConfigKey] = _table(
     K("backups.compression_algorithm", "string", "gzip",
       v.one_of("bzip2", "gzip", "lz4", "lzma", "xz", "zstd", "none"), True,
       "Compression of instance backups.", "backups are not implemented"),
-    K("core.https_address", "string", "", v.is_listen_address, False,
-      "Address to serve the API on over HTTPS (:8443, [::]:8443); empty: unix socket only.",
-      "there is no HTTPS listener"),
+    K("core.https_address", "string", "", v.is_listen_address, True,
+      "Address to serve the API on over HTTPS (:8443, [::]:8443; default port 8443), with "
+      "TLS client certificates (mc config trust); empty: unix socket only. A change rebinds "
+      "at once."),
     K("core.proxy_http", "string", "", v.single_line, True,
-      "HTTP proxy for image downloads.", "remote image downloads are not implemented"),
+      "HTTP proxy for image downloads (http:// image servers)."),
     K("core.proxy_https", "string", "", v.single_line, True,
-      "HTTPS proxy for image downloads.", "remote image downloads are not implemented"),
+      "HTTPS proxy for image downloads (https:// image servers)."),
     K("core.proxy_ignore_hosts", "string", "", v.single_line, True,
-      "Hosts that bypass the proxy (comma-separated).",
-      "remote image downloads are not implemented"),
+      "Hosts that bypass the proxy (comma-separated; .example.org matches its "
+      "subdomains)."),
+    K("core.remote_token_expiry", "string", "1d", v.is_expiry, True,
+      "How long a trust token (mc config trust add) stays valid, e.g. 15M, 1H, 1d (LXD's "
+      "default is no expiry)."),
     K("core.shutdown_timeout", "integer", "5", v.is_uint, True,
       "Minutes to wait for running operations when the daemon shuts down.",
       "the daemon does not wait for operations"),
     K("images.auto_update_cached", "bool", "true", v.is_bool, True,
-      "Keep images cached by instance creation up to date automatically.",
-      "image auto-update is not implemented"),
+      "Whether images cached by an instance creation from a remote get auto_update (are "
+      "kept up to date; applies to images cached after the change)."),
     K("images.auto_update_interval", "integer", "6", v.is_int, True,
-      "Hours between checks for newer versions of cached images (0 disables).",
-      "image auto-update is not implemented"),
+      "Hours between checks for a newer version of each auto-updating image (0 disables). "
+      "An image is checked when its own last check is older than this: at daemon start, "
+      "then hourly."),
     K("images.compression_algorithm", "string", "gzip",
       v.one_of("bzip2", "gzip", "lz4", "lzma", "xz", "zstd", "none"), True,
-      "Compression used when publishing images.", "publish is not implemented"),
+      "Compression of images made by mc publish (unless --compression is given)."),
     K("images.default_architecture", "string", "", v.single_line, True,
       "Architecture to prefer for images available in several.",
       "remote images are not implemented"),
     K("images.remote_cache_expiry", "integer", "10", v.is_int, True,
-      "Days after which an unused cached image is removed (0 or less disables).",
-      "cache expiry is not implemented"),
+      "Days after which a cached image (one downloaded for an instance creation) that no "
+      "creation used since is deleted (0 or less disables); checked at daemon start, "
+      "then daily. Imported, copied and published images never expire."),
 )

@@ -10,7 +10,10 @@ from sqlite_utils import Database
 from machined.errors import BadRequest, Conflict, NotFound
 
 _COLS = ("id, fingerprint, filename, size, public, architecture, type, split, auto_update, "
-         "cached, properties, created_at, uploaded_at, last_used_at, expires_at")
+         "cached, properties, created_at, uploaded_at, last_used_at, expires_at, "
+         "last_update_check")
+_ICOLS = ", ".join(f"i.{c.strip()}" for c in _COLS.split(","))  # for joins (alias i)
+_SOURCE_KEYS = ("server", "protocol", "alias", "certificate", "image_type")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class ImageRecord:
     expires_at: str = ""
     aliases: list[dict[str, str]] = field(default_factory=list)
     id: int = 0
+    # Where a downloaded image came from ({server, protocol, alias, certificate, image_type}),
+    # None for imported/published images. Written by set_source/record_download only.
+    source: dict[str, str] | None = None
+    last_update_check: str = ""  # ISO time of the last auto-update check ('' = never)
 
 
 def _record(db: Database, row: tuple) -> ImageRecord:  # type: ignore[type-arg]
@@ -38,7 +45,8 @@ def _record(db: Database, row: tuple) -> ImageRecord:  # type: ignore[type-arg]
                       public=bool(row[4]), architecture=row[5], type=row[6], split=bool(row[7]),
                       auto_update=bool(row[8]), cached=bool(row[9]),
                       properties=json.loads(row[10]), created_at=row[11], uploaded_at=row[12],
-                      last_used_at=row[13], expires_at=row[14])
+                      last_used_at=row[13], expires_at=row[14], last_update_check=row[15])
+    rec.source = _source(db, rec.id)
     rec.aliases = [{"name": n, "description": d} for n, d in db.execute(
         "SELECT name, description FROM images_aliases WHERE image_id = ? ORDER BY name",
         [rec.id]).fetchall()]
@@ -150,3 +158,100 @@ def rename_alias(db: Database, old: str, new: str) -> None:
 def delete_alias(db: Database, name: str) -> None:
     if db.execute("DELETE FROM images_aliases WHERE name = ?", [name]).rowcount == 0:
         raise NotFound(f"Image alias {name!r} not found")
+
+
+# Remote images: source rows, update checks, cached and auto-updating images
+
+def _source(db: Database, image_id: int) -> dict[str, str] | None:
+    row = db.execute(f"SELECT {', '.join(_SOURCE_KEYS)} FROM images_source WHERE image_id = ?",
+                     [image_id]).fetchone()
+    return None if row is None else dict(zip(_SOURCE_KEYS, row, strict=True))
+
+
+def _image_id(db: Database, fingerprint: str) -> int:
+    row = db.execute("SELECT id FROM images WHERE fingerprint = ?", [fingerprint]).fetchone()
+    if row is None:
+        raise NotFound(f"Image {fingerprint!r} not found")
+    return int(row[0])
+
+
+def get_source(db: Database, fingerprint: str) -> dict[str, str] | None:
+    return _source(db, _image_id(db, fingerprint))
+
+
+def set_source(db: Database, fingerprint: str, source: dict[str, str] | None) -> None:
+    """Record (replace) or, with None, forget where an image came from."""
+    with db.atomic():
+        image_id = _image_id(db, fingerprint)
+        db.execute("DELETE FROM images_source WHERE image_id = ?", [image_id])
+        if source is not None:
+            db.execute(
+                "INSERT INTO images_source (image_id, server, protocol, alias, certificate, "
+                "image_type) VALUES (?, ?, ?, ?, ?, ?)",
+                [image_id, *(str(source.get(k) or "") for k in _SOURCE_KEYS[:4]),
+                 str(source.get("image_type") or "container")])
+
+
+def set_update_check(db: Database, fingerprint: str, when: str) -> None:
+    if db.execute("UPDATE images SET last_update_check = ? WHERE fingerprint = ?",
+                  [when, fingerprint]).rowcount == 0:
+        raise NotFound(f"Image {fingerprint!r} not found")
+
+
+def record_download(db: Database, fingerprint: str, *, cached: bool, auto_update: bool,
+                    last_used_at: str, last_update_check: str,
+                    source: dict[str, str] | None) -> None:
+    """The flags and source of an image just downloaded from a remote, in one transaction
+    (the image row itself was written by images.store.register)."""
+    with db.atomic():
+        if db.execute("UPDATE images SET cached = ?, auto_update = ?, last_used_at = ?, "
+                      "last_update_check = ? WHERE fingerprint = ?",
+                      [int(cached), int(auto_update), last_used_at, last_update_check,
+                       fingerprint]).rowcount == 0:
+            raise NotFound(f"Image {fingerprint!r} not found")
+        set_source(db, fingerprint, source)
+
+
+def set_flags(db: Database, fingerprint: str, *, cached: bool | None = None,
+              auto_update: bool | None = None, public: bool | None = None) -> None:
+    """Change some of an image's flags (None = leave as is)."""
+    for column, value in (("cached", cached), ("auto_update", auto_update),
+                          ("public", public)):
+        if value is not None:
+            db.execute(f"UPDATE images SET {column} = ? WHERE fingerprint = ?",
+                       [int(value), fingerprint])
+
+
+def list_auto_update(db: Database) -> list[ImageRecord]:
+    """Images with auto_update set that know where they came from (by alias)."""
+    rows = db.execute(
+        f"SELECT {_ICOLS} FROM images i "
+        "JOIN images_source s ON s.image_id = i.id WHERE i.auto_update = 1 AND s.alias != '' "
+        "ORDER BY i.uploaded_at").fetchall()
+    return [_record(db, r) for r in rows]
+
+
+def list_cached(db: Database) -> list[ImageRecord]:
+    rows = db.execute(f"SELECT {_COLS} FROM images WHERE cached = 1 ORDER BY uploaded_at"
+                      ).fetchall()
+    return [_record(db, r) for r in rows]
+
+
+def find_cached(db: Database, server: str, protocol: str, alias: str,
+                image_type: str = "container") -> ImageRecord | None:
+    """The newest cached image downloaded by this alias from this server (prefer-cached)."""
+    row = db.execute(
+        f"SELECT {_ICOLS} FROM images i "
+        "JOIN images_source s ON s.image_id = i.id WHERE i.cached = 1 AND s.server = ? AND "
+        "s.protocol = ? AND s.alias = ? AND s.image_type = ? "
+        "ORDER BY i.uploaded_at DESC LIMIT 1",
+        [server, protocol, alias, image_type]).fetchone()
+    return None if row is None else _record(db, row)
+
+
+def move_aliases(db: Database, old: str, new: str) -> int:
+    """Point every alias of image `old` at image `new` (one transaction); returns how many."""
+    with db.atomic():
+        old_id, new_id = _image_id(db, old), _image_id(db, new)
+        return int(db.execute("UPDATE images_aliases SET image_id = ? WHERE image_id = ?",
+                              [new_id, old_id]).rowcount)

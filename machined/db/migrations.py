@@ -95,3 +95,33 @@ def m0001_initial(db: Database) -> None:
         updated_at TEXT NOT NULL
     );
     """)
+
+
+@MIGRATIONS()
+def m0002_remote_images_and_trust(db: Database) -> None:
+    """Issue 4: where cached/auto-updating images came from, when each was last checked,
+    and the TLS client certificates (and pending join tokens) the HTTPS API trusts."""
+    db.executescript("""
+    ALTER TABLE images ADD COLUMN last_update_check TEXT NOT NULL DEFAULT '';
+    CREATE TABLE images_source (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        server TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        alias TEXT NOT NULL DEFAULT '',
+        certificate TEXT NOT NULL DEFAULT '',
+        image_type TEXT NOT NULL DEFAULT 'container'
+    );
+    CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'client',
+        certificate TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE trust_tokens (
+        secret_sha256 TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """)

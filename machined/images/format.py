@@ -294,6 +294,8 @@ class ArchiveKind(StrEnum):
     BZIP2 = "bzip2"
     TAR = "tar"
     SQUASHFS = "squashfs"
+    LZ4 = "lz4"
+    LZMA = "lzma"
 
     @property
     def is_tar(self) -> bool:
@@ -303,7 +305,8 @@ class ArchiveKind(StrEnum):
 
 _MAGICS = ((b"\x1f\x8b", ArchiveKind.GZIP), (b"\xfd7zXZ\x00", ArchiveKind.XZ),
            (b"\x28\xb5\x2f\xfd", ArchiveKind.ZSTD), (b"BZh", ArchiveKind.BZIP2),
-           (b"hsqs", ArchiveKind.SQUASHFS))
+           (b"hsqs", ArchiveKind.SQUASHFS), (b"\x04\x22\x4d\x18", ArchiveKind.LZ4),
+           (b"\x02\x21\x4c\x18", ArchiveKind.LZ4))  # lz4 frame, lz4 legacy
 MAGIC_BYTES = 512
 
 
@@ -314,6 +317,8 @@ def detect_kind(head: bytes) -> ArchiveKind:
             return kind
     if head[257:262] == b"ustar":
         return ArchiveKind.TAR
+    if head.startswith(b"\x5d\x00\x00"):  # lzma-alone has no magic: checked after tar
+        return ArchiveKind.LZMA
     accepted = ", ".join(k.value for k in ArchiveKind)
     raise ImageFormatError(f"Unrecognised image file format; accepted are {accepted}")
 

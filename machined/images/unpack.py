@@ -321,6 +321,8 @@ class _Decompressor(io.RawIOBase):
             return zlib.decompressobj(wbits=31)
         if self._kind is ArchiveKind.XZ:
             return lzma.LZMADecompressor()
+        if self._kind is ArchiveKind.LZMA:
+            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
         return bz2.BZ2Decompressor()
 
     def _pump(self) -> None:
@@ -378,18 +380,20 @@ class _Decompressor(io.RawIOBase):
 
 @contextmanager
 def _tar_source(archive: Path, kind: ArchiveKind, scratch: Path) -> Iterator[IO[bytes]]:
-    """The uncompressed tar stream. zstd (which this Python cannot decompress) is expanded
-    by the zstd tool into a scratch file first."""
+    """The uncompressed tar stream. zstd and lz4 (which this Python cannot decompress) are
+    expanded by their tools into a scratch file first."""
     plain: Path | None = None
-    if kind is ArchiveKind.ZSTD:
-        fd, name = tempfile.mkstemp(prefix=".zstd-", suffix=".tar", dir=scratch)
+    if kind in (ArchiveKind.ZSTD, ArchiveKind.LZ4):
+        fd, name = tempfile.mkstemp(prefix=f".{kind.value}-", suffix=".tar", dir=scratch)
         os.close(fd)
         plain = Path(name)
+        src, dst = os.fspath(archive), os.fspath(plain)
         try:
-            run(["zstd", "-d", "-q", "-f", "-o", os.fspath(plain), os.fspath(archive)])
+            run(["zstd", "-d", "-q", "-f", "-o", dst, src] if kind is ArchiveKind.ZSTD
+                else ["lz4", "-d", "-q", "-f", src, dst])
         except CommandError as e:
             plain.unlink()
-            raise ImageFormatError(f"{archive.name} is not a readable zstd file") from e
+            raise ImageFormatError(f"{archive.name} is not a readable {kind.value} file") from e
         archive, kind = plain, ArchiveKind.TAR
     try:
         with open(archive, "rb") as fh:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from machined import runtime
+from machined import clock, runtime
 from machined.config import devices as devmod
 from machined.config import validate_instance_config
 from machined.db import images as db_images
@@ -66,6 +66,8 @@ class InstanceService:
         self._refilling: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_launch = 0.0
+        # images.service.ImageService, set by the daemon: launches from remote servers.
+        self.remote_images: Any = None
 
     def refill_spare(self, fingerprint: str) -> None:
         """Prepare the next container's copy of this image in the background."""
@@ -167,10 +169,10 @@ class InstanceService:
 
     # Creating
 
-    def check_create(self, request: dict[str, Any]) -> db_images.ImageRecord:
+    def check_create(self, request: dict[str, Any]) -> db_images.ImageRecord | None:
         """Everything a create request can be refused for before any work starts (the API
         calls it before it answers, so a bad launch fails before "Creating..."); returns the
-        source image."""
+        source image, or None for an image on a remote server (resolved in create())."""
         name = request.get("name")
         if name:
             model.check_name(name)
@@ -186,7 +188,11 @@ class InstanceService:
             raise BadRequest(f"Unsupported instance source type {source.get('type')!r}: "
                              "accepted is image")
         if source.get("server"):
-            raise BadRequest("Remote image servers are not supported yet")
+            if self.remote_images is None:
+                raise BadRequest("Remote image servers are not available in this daemon")
+            from machined.images.download import parse_source
+            parse_source(source)  # the address, protocol and name are checked now
+            return None
         image_name = source.get("fingerprint") or source.get("alias")
         if not image_name:
             raise BadRequest("Instance source needs an image alias or fingerprint")
@@ -194,6 +200,10 @@ class InstanceService:
 
     async def create(self, request: dict[str, Any], op: Any = None) -> str:
         image = self.check_create(request)
+        if image is None:  # from a remote: a cached copy, or downloaded now (with progress)
+            from machined.images.download import parse_source
+            image = await self.remote_images.image_for_create(
+                parse_source(request["source"]), op)
         name = request.get("name") or _random_name()
         config = {str(k): v for k, v in (request.get("config") or {}).items()}
         devices = request.get("devices") or {}
@@ -223,7 +233,7 @@ class InstanceService:
                     profiles=profiles))
                 revert.add(db_instances.delete, self.state.db, name)
                 await self._apply_templates(name, "create")
-                image.last_used_at = created
+                image.last_used_at = clock.now_iso()  # the clock cache expiry reads
                 db_images.update(self.state.db, image)
                 revert.success()
         self.refill_spare(image.fingerprint)

@@ -24,3 +24,9 @@ def _no_subprocess(request, monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
     monkeypatch.setattr(os, "posix_spawn", refuse)
     monkeypatch.setattr(os, "fork", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _own_client_config(tmp_path_factory, monkeypatch):
+    """mc's client config (remotes) comes from an empty $MC_CONF, never the user's."""
+    monkeypatch.setenv("MC_CONF", str(tmp_path_factory.mktemp("mc-conf")))

@@ -96,11 +96,13 @@ def test_list_filters(filters: list[str], c1: bool, web: bool) -> None:
 
 
 def test_list_remote_argument() -> None:
-    assert split_args(("local:",)) == []
-    assert split_args(("local:c", "status=running")) == ["c", "status=running"]
-    assert split_args(("user.x=a:b",)) == ["user.x=a:b"]
+    assert split_args(("local:",)) == ("local", [])
+    assert split_args(("local:c", "status=running")) == ("local", ["c", "status=running"])
+    assert split_args(("user.x=a:b",)) == (None, ["user.x=a:b"])
+    assert split_args(("c",)) == (None, ["c"])
     with pytest.raises(CliError, match="The remote"):
         split_args(("nope:",))
+    assert split_args(("lab:web",), ("local", "lab")) == ("lab", ["web"])
 
 
 def test_create_request() -> None:
@@ -113,7 +115,7 @@ def test_create_request() -> None:
         "type": "container",
     }
     body = create_request(
-        "local:3dc7a4", None, profiles=("a", "b"), ephemeral=True, storage="fast", description="d"
+        "3dc7a4", None, profiles=("a", "b"), ephemeral=True, storage="fast", description="d"
     )
     assert "name" not in body
     assert body["source"] == {"type": "image", "alias": "3dc7a4"}

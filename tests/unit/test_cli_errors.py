@@ -31,9 +31,16 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_unknown_remote_is_an_error() -> None:
+    result = CliRunner().invoke(cli, ["list", "nowhere:"])
+    assert result.exit_code == 1
+    assert result.stderr == 'Error: The remote "nowhere" doesn\'t exist\n'
+
+
+def test_image_server_has_no_instances() -> None:
     result = CliRunner().invoke(cli, ["list", "images:"])
     assert result.exit_code == 1
-    assert result.stderr == 'Error: The remote "images" doesn\'t exist\n'
+    assert result.stderr == ('Error: The remote "images" is a simplestreams image server: '
+                             "only image commands work with it\n")
 
 
 def test_usage_errors_exit_2() -> None:
@@ -62,14 +69,14 @@ class FakeClient:
 )
 def test_api_errors_are_one_sentence(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
     fake = FakeClient(ApiError('Instance "c1" not found', 404))
-    monkeypatch.setattr(Env, "client", lambda self: fake)
+    monkeypatch.setattr(Env, "client", lambda self, remote=None: fake)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr == 'Error: Instance "c1" not found\n'
 
 
 def test_unexpected_exceptions_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(self: Env) -> Any:
+    def boom(self: Env, remote: str | None = None) -> Any:
         raise RuntimeError("bad thing")
 
     monkeypatch.setattr(Env, "client", boom)
