@@ -92,11 +92,72 @@ def bench_files(daemon: Daemon, base: Path, runs: int) -> None:
     daemon.ok("delete", "--force", "bf")
 
 
+def bench_images(daemon: Daemon, base: Path, runs: int) -> None:
+    """Images from an image server: the Debian 12 image written into a simplestreams tree by
+    `mc simplestreams add`, served over http on 127.0.0.1, launched by a second daemon that
+    has never seen it (download + verify + unpack + copy + boot), then from its cache; image
+    copy; publish."""
+    from tests.streamserver import StreamServer
+
+    deb = built_image("debian-12", "split")
+    if daemon.mc("image", "info", "debian/12").code != 0:
+        daemon.ok("image", "import", *map(os.fspath, deb), "--alias", "debian/12", timeout=900)
+    tree = base / "tree"
+    daemon.ok("simplestreams", "add", os.fspath(tree), "debian/12", timeout=900)
+    size = sum(f.stat().st_size for f in deb)
+    client = Daemon(base / "client" / "state")
+    client.root.parent.mkdir(parents=True)
+    client.start()
+    try:
+        with StreamServer(tree) as server:
+            client.ok("remote", "add", "bench", server.url, "--protocol", "simplestreams")
+            samples = []
+            for i in range(min(runs, 3)):
+                samples.append(timed(lambda i=i: (client.ok("launch", "bench:debian/12",
+                                                            f"r{i}", timeout=900),
+                                                  wait_booted(client, f"r{i}"))))
+                client.ok("delete", "--force", f"r{i}")
+                fp = json.loads(client.ok("image", "list", "--format", "json"))[0]["fingerprint"]
+                client.ok("image", "delete", fp)
+            report(f"mc launch bench:debian/12 -> booted, not cached ({size / 1e6:.0f} MB)",
+                   samples, "-")
+            client.ok("launch", "bench:debian/12", "warm", timeout=900)
+            client.ok("delete", "--force", "warm")
+            samples = []
+            for i in range(runs):
+                samples.append(timed(lambda i=i: (client.ok("launch", "bench:debian/12",
+                                                            f"c{i}"),
+                                                  wait_booted(client, f"c{i}"))))
+                client.ok("delete", "--force", f"c{i}")
+            report("mc launch bench:debian/12 -> booted, cached", samples, "no download")
+            samples = []
+            for i in range(min(runs, 3)):
+                samples.append(timed(lambda i=i: client.ok(
+                    "image", "copy", "bench:debian/12", "local:", "--alias", f"copy{i}",
+                    timeout=900)))
+                client.ok("image", "delete", f"copy{i}")
+            report_rate("mc image copy bench:debian/12 local: (download, verify, unpack)",
+                        size, samples, "-")
+        daemon.ok("init", "debian/12", "pub")
+        for algo in ("zstd", "gzip"):
+            samples = [timed(lambda algo=algo, i=i: daemon.ok(
+                "publish", "pub", "--alias", f"pub-{algo}{i}", "--compression", algo,
+                f"serial={i}", timeout=900)) for i in range(min(runs, 2))]
+            report(f"mc publish (Debian 12, {algo})", samples, "-")
+        daemon.ok("delete", "--force", "pub")
+    finally:
+        for inst in client.instances() if client.proc else []:
+            client.mc("delete", "--force", inst["name"])
+        client.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--files", action="store_true",
                         help="only the file transfer figures (mc file push/pull)")
+    parser.add_argument("--images", action="store_true",
+                        help="only the image server figures (remote launch, copy, publish)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="machined-bench-"))
     os.chmod(base, 0o711)
@@ -105,6 +166,9 @@ def main() -> int:
     try:
         if args.files:
             bench_files(daemon, base, args.runs)
+            return 0
+        if args.images:
+            bench_images(daemon, base, args.runs)
             return 0
         deb = built_image("debian-12", "split")
         daemon.ok("image", "import", *map(os.fspath, deb), "--alias", "debian/12", timeout=900)
@@ -164,6 +228,7 @@ def main() -> int:
             shutil.rmtree(target)
         report("reference: cp -a of the Debian rootfs", samples, "~800 ms warm")
         bench_files(daemon, base, args.runs)
+        bench_images(daemon, base, args.runs)
     finally:
         for inst in daemon.instances() if daemon.proc else []:
             daemon.mc("delete", "--force", inst["name"])

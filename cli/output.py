@@ -162,8 +162,9 @@ def format_mib(size: int | float) -> str:
 
 
 def parse_time(value: str | None) -> datetime | None:
-    """An API timestamp, or None for empty / zero (0001-01-01) times."""
-    if not value or value.startswith("0001-01-01"):
+    """An API timestamp, or None for empty / zero times: Go's 0001-01-01 and the Unix epoch
+    (what an image that never expires or was never used carries), shown as "never"."""
+    if not value or value.startswith(("0001-01-01", "1970-01-01T00:00:00")):
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))

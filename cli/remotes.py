@@ -143,6 +143,9 @@ def load_config(directory: Path | None = None) -> ClientConfig:
         return ClientConfig(directory)
     except OSError as e:
         raise CliError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text (a YAML file with default-remote and "
+                       "remotes is expected)") from None
     return parse_config(text, directory)
 
 
@@ -316,6 +319,12 @@ def normalize_addr(addr: str, protocol: str) -> str:
     except ValueError as e:
         raise CliError(f'Invalid URL "{addr}": {e}') from None
     scheme = parts.scheme.lower()
+    if parts.hostname:
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise CliError(f'Invalid URL "{addr}": "{parts.hostname}" is not a host name') \
+                from None
     if protocol == "simplestreams":
         if scheme not in ("https", "http") or not parts.hostname:
             raise CliError(f'Invalid URL "{addr}": simplestreams remotes need an https:// '
@@ -329,8 +338,8 @@ def normalize_addr(addr: str, protocol: str) -> str:
                            "unix:///path/to/unix.socket")
         return "unix://" + parts.path
     if scheme == "http":
-        raise CliError(f'Invalid URL "{addr}": http:// is only for simplestreams remotes; '
-                       "machined remotes use https://")
+        raise CliError(f'Invalid URL "{addr}": http:// is only for simplestreams remotes '
+                       "(--protocol simplestreams); machined remotes use https://")
     if scheme != "https" or not parts.hostname:
         raise CliError(f'Invalid URL "{addr}": machined remotes use https://host[:port], '
                        "unix:// or unix:///path")
@@ -431,8 +440,8 @@ def client_for(env: Env, name: str, conf: ClientConfig | None = None) -> Client:
     conf = conf or load_config()
     remote = conf.get(name)
     if remote.protocol == "simplestreams":
-        raise CliError(f'The remote "{name}" is a simplestreams image server: only image '
-                       "commands work with it")
+        raise CliError(f'The remote "{name}" is a simplestreams image server (read-only): '
+                       "it only serves images to list, show, launch and copy")
     if remote.is_unix:
         return Client(path=remote.socket, debug=env.debug)
     return Client(url=remote.addr, ssl_context=ssl_context(conf, remote), debug=env.debug)

@@ -138,6 +138,22 @@ class RemoteContext(ssl.SSLContext):
     client_cert = False  # whether our certificate is presented
 
 
+class _PinnedSocket(ssl.SSLSocket):
+    """Every connection of a pinned context (connect() below, but also urllib's in
+    cli/streams.py) must end its handshake with exactly the pinned certificate: with it as
+    the only anchor, OpenSSL alone would accept any certificate it signed, for any host."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        pinned = getattr(self.context, "pinned", "")
+        got = fingerprint(self.getpeercert(binary_form=True) or b"")
+        if pinned and got != pinned:
+            error = ssl.SSLCertVerificationError(
+                f"certificate {got[:12]}... is not the pinned {pinned[:12]}...")
+            error.verify_message = f"fingerprint {got[:12]}... is not the pinned one"
+            raise error
+
+
 def client_context(server_pem: str | None = None,
                    client_cert: tuple[Path, Path] | None = None) -> RemoteContext:
     """The context for an https remote: exactly `server_pem` (pinned, no host name check)
@@ -156,6 +172,7 @@ def client_context(server_pem: str | None = None,
             raise CliError("The pinned server certificate is not a valid PEM certificate") \
                 from None
         ctx.pinned = fingerprint(server_pem)
+        ctx.sslsocket_class = _PinnedSocket
     else:
         ctx.load_default_certs()  # the system store; honours SSL_CERT_FILE / SSL_CERT_DIR
     if client_cert is not None:

@@ -69,7 +69,7 @@ def add(env: Env, name: str | None) -> None:
 
     The token holds the server's address and certificate fingerprint and a secret; it
     expires after core.remote_token_expiry (default 1d). On the client:
-    mc remote add <remote-name> <token>.
+    mc remote add <remote-name> <token>. In scripts: TOKEN=$(mc -q config trust add NAME).
     """
     client, client_name = _target(env, name, "client")
     if not client_name:
@@ -78,7 +78,7 @@ def add(env: Env, name: str | None) -> None:
         client_name = click.prompt("Please provide client name", type=str).strip()
     meta = client.post("/1.0/certificates", {"type": "client", "token": True,
                                              "name": client_name})
-    click.echo(f"Client {client_name} certificate add token:")
+    env.say(f"Client {client_name} certificate add token:")  # mc -q: the bare token
     click.echo(meta["token"])
 
 
@@ -154,7 +154,7 @@ def show(env: Env, fingerprint: str) -> None:
     click.echo(render_yaml(shown) + (block if pem else ""), nl=False)
 
 
-@trust.command("remove")
+@trust.command("remove", short_help="Stop trusting a certificate.")
 @click.argument("fingerprint", metavar="[<remote>:]<fingerprint>")
 @pass_env
 def remove(env: Env, fingerprint: str) -> None:
@@ -168,7 +168,7 @@ def remove(env: Env, fingerprint: str) -> None:
     client.delete(f"/1.0/certificates/{url_part(fp)}")
 
 
-@trust.command("list-tokens")
+@trust.command("list-tokens", short_help="List the join tokens not used yet.")
 @click.argument("remote", required=False, metavar="[<remote>:]")
 @format_option()
 @pass_env

@@ -117,9 +117,14 @@ def _create(env: Env, image: str, name: str | None, start: bool, **flags: Any) -
         target = instance_from_operation(op)
         if target:
             env.say(f"Instance name is: {target}")
-    if start and target:
+    # From a remote the operation first downloads the image (or fails to find it): say
+    # "Starting" once that is over, not above the progress line or the error.
+    later = source is not None
+    if start and target and not later:
         env.say(f"Starting {target}")
     wait_with_progress(client, op, env.quiet)
+    if start and target and later:
+        env.say(f"Starting {target}")
 
 
 def _options(f: Any) -> Any:

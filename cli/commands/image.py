@@ -12,6 +12,7 @@ import click
 from cli.client import Client
 from cli.context import Env, format_option, pass_env
 from cli.errors import ApiError, CliError
+from cli.lazy import LazyGroup
 from cli.output import (
     format_bytes,
     format_mib,
@@ -23,6 +24,11 @@ from cli.output import (
 from cli.params import url_part
 
 Image = dict[str, Any]
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_fingerprint(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
 
 
 def resolve_image(client: Client, name: str) -> str:
@@ -32,12 +38,19 @@ def resolve_image(client: Client, name: str) -> str:
         raise CliError("Missing image name")
     try:
         alias = client.get(f"/1.0/images/aliases/{url_part(name)}")
-        return str(alias["target"])
     except ApiError as e:
         if e.status != 404:
             raise
+    else:
+        # The server's word, and callers name files and URLs after it: a fingerprint only
+        target = alias.get("target") if isinstance(alias, dict) else None
+        if not _is_fingerprint(target):
+            raise CliError(f'The server answered alias "{name}" with {target!r}, not an '
+                           "image fingerprint")
+        return str(target)
     urls = client.get("/1.0/images") or []
-    fingerprints = [str(u).rstrip("/").rsplit("/", 1)[-1] for u in urls]
+    fingerprints = [fp for fp in (str(u).rstrip("/").rsplit("/", 1)[-1] for u in urls)
+                    if _is_fingerprint(fp)]
     found = [fp for fp in fingerprints if fp.startswith(name)]
     if not found:
         raise CliError(f'Image "{name}" not found')
@@ -153,17 +166,22 @@ def format_image_info(image: Image) -> str:
         f"Cached: {'yes' if image.get('cached') else 'no'}",
         f"Auto update: {'enabled' if image.get('auto_update') else 'disabled'}",
     ]
+    source = image.get("update_source")
+    if isinstance(source, dict) and source.get("server"):  # as lxc, before the profiles
+        lines += ["Source:", f"    Server: {source['server']}",
+                  f"    Protocol: {source.get('protocol', '')}",
+                  f"    Alias: {source.get('alias') or '(none: fetched by fingerprint)'}"]
     if image.get("profiles"):
         lines += ["Profiles:", *(f"    - {p}" for p in image["profiles"])]
     return "\n".join(lines) + "\n"
 
 
-@click.group("image")
+@click.group("image", cls=LazyGroup, aliases={"cp": "copy", "rm": "delete"})
 def image() -> None:
     """Manage images."""
 
 
-@image.command("import")
+@image.command("import", short_help="Import an image from files.")
 @click.argument("args", nargs=-1, required=True, metavar="<tarball> [<rootfs>] [<remote>:]")
 @click.option("--alias", "aliases", multiple=True, help="New alias for the image (repeatable).")
 @click.option("--public", is_flag=True, help="Make the image public.")
@@ -283,9 +301,7 @@ def _register() -> None:
     image.add_command(alias)
     image.add_command(build)
     image.add_command(export)
-    image.add_command(delete, "rm")
     image.add_command(copy)
-    image.add_command(copy, "cp")
     image.add_command(edit)
     image.add_command(refresh)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from cli.context import Env, format_option, pass_env
+from cli.lazy import LazyGroup
 from cli.output import render
 from cli.params import url_part
 
 
-@click.group("alias")
+@click.group("alias", cls=LazyGroup, aliases={"ls": "list", "mv": "rename", "rm": "delete"})
 def alias() -> None:
     """Manage image aliases."""
 
@@ -105,6 +106,3 @@ def remote_aliases(env: Env, remote: str) -> list[dict[str, str]]:
     return list(env.client(remote).get("/1.0/images/aliases?recursion=1") or [])
 
 
-alias.add_command(delete, "rm")
-alias.add_command(list_cmd, "ls")
-alias.add_command(rename, "mv")

@@ -41,7 +41,7 @@ def _progress(env: Env) -> Any:
     return report
 
 
-@click.command("build")
+@click.command("build", short_help="Build and import an image from a recipe.")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--alias",

@@ -171,7 +171,7 @@ def _destinations(fingerprint: str, parts: list[Part], target: str | None
     return path.parent, [path, Path(f"{path}.root")]
 
 
-@click.command("export")
+@click.command("export", short_help="Export an image's files.")
 @click.argument("name", metavar="[<remote>:]<image>")
 @click.argument("target", required=False, metavar="[<target>]")
 @pass_env
@@ -189,14 +189,36 @@ def export(env: Env, name: str, target: str | None) -> None:
     parts = fetch(client, fingerprint, directory)
     try:
         _, paths = _destinations(fingerprint, parts, target)
+        placed = list(zip(parts, paths, strict=True))
+        for part, path in placed:
+            _check_free(part, path, fingerprint)
         mode = 0o666 & ~_umask()
-        for part, path in zip(parts, paths, strict=True):
+        for part, path in placed:
             os.chmod(part.temp, mode)
-            os.rename(part.temp, path)
+            if _server_named(part, path, fingerprint):
+                os.link(part.temp, path)  # never replaces (FileExistsError)
+                os.unlink(part.temp)
+            else:
+                os.rename(part.temp, path)
     except BaseException:
         discard(parts)
         raise
     env.say("Image exported successfully!")
+
+
+def _server_named(part: Part, path: Path, fingerprint: str) -> bool:
+    """Whether the server chose this file's whole name (and it is not an image-like name
+    with the fingerprint in it)."""
+    return path.name == part.filename and fingerprint not in part.filename
+
+
+def _check_free(part: Part, path: Path, fingerprint: str) -> None:
+    """A name the server chose never replaces a file, as curl -J: else a hostile remote could
+    name its export `Makefile` and replace the one in the current directory."""
+    if _server_named(part, path, fingerprint) and os.path.lexists(path):
+        raise CliError(f"{path} already exists (the server named its file "
+                       f"{part.filename!r}): export into another directory, or give a target "
+                       "file name")
 
 
 def _umask() -> int:

@@ -37,10 +37,12 @@ def looks_like_fingerprint(name: str) -> bool:
 
 
 def pull_source(conf: ClientConfig, remote: Remote, name: str, *,
-                by_fingerprint: bool | None = None) -> dict[str, Any]:
-    """The `source` object that makes a daemon fetch `name` from `remote` itself."""
-    if by_fingerprint is None:
-        by_fingerprint = looks_like_fingerprint(name)
+                by_fingerprint: bool = False) -> dict[str, Any]:
+    """The `source` object that makes a daemon fetch `name` from `remote` itself. A name is
+    passed as an `alias` unless the caller knows it is a fingerprint: the daemon resolves an
+    alias first and a fingerprint prefix after, and records the alias only when it was one.
+    Guessing from the characters would make hex-only aliases (`bb`, `deb12`) fingerprints
+    and lose their auto-update."""
     source: dict[str, Any] = {
         "type": "image", "mode": "pull", "server": remote.addr, "protocol": remote.protocol,
         "certificate": conf.pinned_pem(remote.name), "image_type": "container",
@@ -151,13 +153,18 @@ def copy(env: Env, source: str, target: str, aliases: tuple[str, ...], copy_alia
 def _from_stream(env: Env, conf: ClientConfig, src: Remote, name: str, copy_aliases: bool,
                  public: bool, auto_update: bool, dst: Client) -> tuple[str, list[str]]:
     names: list[str] = []
-    by_fingerprint = None
-    if copy_aliases:  # the aliases are the server's: read its catalog here
+    by_fingerprint = False
+    # The aliases are the server's: read its catalog here when they are wanted, or when
+    # --auto-update must know that a hex-only name is an alias and not a fingerprint.
+    if copy_aliases or (auto_update and looks_like_fingerprint(name)):
         from cli.streams import catalog, resolve
 
-        image = resolve(catalog(conf, src), src, name)
-        names = list(image.aliases)
-        by_fingerprint = name not in image.aliases and looks_like_fingerprint(name)
+        cat = catalog(conf, src)
+        image = resolve(cat, src, name)
+        names = list(image.aliases) if copy_aliases else []
+        by_fingerprint = name not in cat.aliases()
+        if auto_update and by_fingerprint:
+            raise CliError(no_alias_to_follow(src.name, name, list(image.aliases)))
     body = copy_request(pull_source(conf, src, name, by_fingerprint=by_fingerprint),
                         public=public, auto_update=auto_update)
     return _pull(env, dst, body), names
@@ -172,13 +179,19 @@ def _from_machined(env: Env, src_remote: str, dst_remote: str, name: str, copy_a
     dst = env.client(dst_remote)
     fingerprint = resolve_image(src_client, name)
     info = src_client.get(f"/1.0/images/{fingerprint}") or {}
-    names = [str(a.get("name", "")) for a in info.get("aliases") or []] if copy_aliases else []
+    aliases = [str(a.get("name", "")) for a in info.get("aliases") or []]
+    names = aliases if copy_aliases else []
+    by_alias = name in aliases  # resolve_image tries the alias first, as the daemon will
+    if auto_update and src_remote == dst_remote:
+        raise CliError("--auto-update needs an image from another remote (the target "
+                       "follows the source's alias)")
+    if auto_update and not by_alias:
+        raise CliError(no_alias_to_follow(src_remote, name, aliases))
     if src_remote == dst_remote:
         return fingerprint, names
     src = conf.get(src_remote)
     pullable = src.scheme == "https" and bool(info.get("public"))
     if mode == "pull" and pullable:
-        by_alias = not looks_like_fingerprint(name) or name in names
         body = copy_request(pull_source(conf, src, name if by_alias else fingerprint,
                                         by_fingerprint=not by_alias),
                             public=public, auto_update=auto_update)
@@ -195,6 +208,13 @@ def _from_machined(env: Env, src_remote: str, dst_remote: str, name: str, copy_a
         raise CliError(f"The copy's fingerprint {copied} differs from the source's "
                        f"{fingerprint}")
     return copied, names
+
+
+def no_alias_to_follow(remote: str, name: str, aliases: list[str]) -> str:
+    """The --auto-update refusal for an image named by fingerprint (nothing to re-resolve)."""
+    hint = f" (e.g. {remote}:{aliases[0]})" if aliases else ""
+    return (f'--auto-update follows an alias, but "{name}" is a fingerprint on "{remote}": '
+            f"copy it by alias{hint}, or without --auto-update")
 
 
 def _pull(env: Env, dst: Client, body: dict[str, Any]) -> str:
@@ -219,7 +239,7 @@ def apply_flags(dst: Client, fingerprint: str, public: bool, auto_update: bool) 
 
 
 # -- refresh --------------------------------------------------------------------------------
-@click.command("refresh")
+@click.command("refresh", short_help="Refresh images from their source now.")
 @click.argument("names", nargs=-1, required=True, metavar="[<remote>:]<image>...")
 @pass_env
 def refresh(env: Env, names: tuple[str, ...]) -> None:
@@ -299,7 +319,7 @@ def parse_image_yaml(text: str) -> dict[str, Any]:
     return body
 
 
-@click.command("edit")
+@click.command("edit", short_help="Edit an image's properties as YAML.")
 @click.argument("name", metavar="[<remote>:]<image>")
 @pass_env
 def edit(env: Env, name: str) -> None:

@@ -70,7 +70,7 @@ def get_default(env: Env) -> None:
     click.echo(env.config().default_remote)
 
 
-@remote.command("switch")
+@remote.command("switch", short_help="Set the default remote.")
 @click.argument("name")
 @pass_env
 def switch(env: Env, name: str) -> None:
@@ -155,7 +155,7 @@ def set_url(env: Env, name: str, url: str) -> None:
 
 
 # -- add ----------------------------------------------------------------------------------------
-@remote.command("add")
+@remote.command("add", short_help="Add a remote image server or machined.")
 @click.argument("args", nargs=-1, required=True, metavar="[<name>] <url|token>")
 @click.option("--protocol", type=click.Choice(["machined", "simplestreams"]),
               default="machined", show_default=True, help="Server protocol.")
@@ -182,6 +182,10 @@ def add(env: Env, args: tuple[str, ...], protocol: str, accept_certificate: bool
         raise click.UsageError("Too many arguments: expected [<name>] <url|token>")
     name, target = (args[0], args[1]) if len(args) == 2 else (None, args[0])
     positional_token = protocol == "machined" and looks_like_token(target)
+    if protocol == "machined" and not positional_token and target.startswith("eyJ"):
+        from cli.trust_join import parse_token
+
+        parse_token(target)  # base64 JSON that is no valid token: say so, not "bad host"
     if name is None:
         if positional_token:
             raise click.UsageError("Give the remote a name: mc remote add <name> <token>")
@@ -239,7 +243,8 @@ def system_ca_verifies(url: str) -> bool:
     except ssl.SSLCertVerificationError:
         return False
     except ssl.SSLError as e:
-        raise CliError(f"TLS handshake with {url} failed: {e.reason or e}") from None
+        hint = " (is it a plain http:// server?)" if e.reason == "WRONG_VERSION_NUMBER" else ""
+        raise CliError(f"TLS handshake with {url} failed: {e.reason or e}{hint}") from None
     except OSError as e:
         raise CliError(f"Cannot reach {url}: {e.strerror or e}") from None
     finally:
@@ -316,7 +321,7 @@ def _add_machined(env: Env, conf: ClientConfig, name: str, target: str, accept: 
         # a token names the server's certificate: that is the user's acceptance
         pem = _token_certificate(addr, token) if token else accept_certificate(addr, accept)
     info = _server_info(Client(url=addr, ssl_context=tls.client_context(pem or None),
-                               debug=env.debug))
+                               debug=env.debug), addr)
     if public:
         return Remote(name, addr, "machined", public=True), pem
     if info.get("auth") == "trusted" or _trusted_already(env, conf, addr, pem):
@@ -344,14 +349,29 @@ def _token_certificate(addr: str, token: str) -> str:
     return pem
 
 
-def _server_info(client: Client) -> dict[str, Any]:
+NOT_MACHINED = ("{where} is not a machined server ({what}); for an image server add it with "
+                "--protocol simplestreams")
+
+
+def _server_info(client: Client, where: str = "The server") -> dict[str, Any]:
     """GET /1.0 of a would-be remote (a CliError when it is not a machined/LXD API)."""
+    from cli.errors import ApiError
+
     try:
         info = client.get("/1.0")
+    except ApiError as e:
+        # No API error envelope (a web page, a non-JSON body): some other web server
+        if e.message.startswith("machined answered HTTP"):
+            raise CliError(NOT_MACHINED.format(where=where, what=f"GET /1.0 answered HTTP "
+                                               f"{e.status}")) from None
+        if e.message.startswith("Invalid response from machined"):
+            raise CliError(NOT_MACHINED.format(where=where, what="GET /1.0 is not JSON")) \
+                from None
+        raise
     finally:
         client.close()
     if not isinstance(info, dict) or "api_version" not in info and "auth" not in info:
-        raise CliError("The server did not answer like a machined (GET /1.0)")
+        raise CliError(NOT_MACHINED.format(where=where, what="GET /1.0 is no API answer"))
     return info
 
 

@@ -31,7 +31,7 @@ import click
 import machined.images.simplestreams as ss
 from cli.context import Env, format_option, pass_env
 from cli.errors import CliError
-from cli.output import format_bytes, render
+from cli.output import format_mib, render
 
 _TAR_EXTENSIONS = (".tar.xz", ".tar.gz", ".tar.zst", ".tar.bz2", ".tar")
 
@@ -279,7 +279,7 @@ def list_cmd(env: Env, directory: Path, fmt: str) -> None:
                        "(mc simplestreams add creates one)")
     images = tree.images(tree.load())
     rows = [[i.fingerprint[:12], "\n".join(i.aliases), i.properties.get("description", ""),
-             i.architecture, i.type.upper().replace("-", "_"), format_bytes(i.size), i.serial]
+             i.architecture, i.type.upper(), format_mib(i.size), i.serial]
             for i in images]
     raw = [dataclasses.asdict(i) for i in images]
     click.echo(render(fmt, HEADER, rows, raw), nl=False)
@@ -287,7 +287,7 @@ def list_cmd(env: Env, directory: Path, fmt: str) -> None:
 
 # ---------------------------------------------------------------------------- remove
 
-@simplestreams.command("remove")
+@simplestreams.command("remove", short_help="Remove an image from a tree.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("fingerprint")
 @pass_env

@@ -18,6 +18,7 @@ from machined.db import images as db_images
 from machined.errors import BadRequest, Conflict, NotFound
 from machined.images import store
 from machined.images.download import parse_source
+from machined.images.pack import check_alias_name
 
 routes = web.RouteTableDef()
 # Registered before `routes`: /1.0/images/{fingerprint} would otherwise swallow 'aliases'.
@@ -323,10 +324,10 @@ async def list_aliases(request: web.Request) -> web.Response:
 
 
 def _alias_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or name.strip() != name or ":" in name:
-        raise BadRequest(f"Invalid alias name {name!r}: a non-empty name without ':' "
-                         "or surrounding spaces")
-    return name
+    try:
+        return check_alias_name(name)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 @alias_routes.post("/1.0/images/aliases")
@@ -339,7 +340,7 @@ async def create_alias(request: web.Request) -> web.Response:
     try:
         db_images.create_alias(db, name, image.fingerprint, str(body.get("description") or ""))
     except Conflict:
-        raise Conflict("Alias already exists") from None
+        raise Conflict(f"Alias {name!r} already exists") from None
     return sync()
 
 

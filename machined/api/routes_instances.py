@@ -12,7 +12,7 @@ from machined.api.responses import async_response, json_body, sync
 from machined.db import instances as db_instances
 from machined.errors import BadRequest
 from machined.instances import model
-from machined.instances.service import InstanceService
+from machined.instances.service import InstanceService, random_name
 
 routes = web.RouteTableDef()
 
@@ -70,7 +70,10 @@ async def create_instance(request: web.Request) -> web.Response:
     if body.get("type", "container") not in ("container", ""):
         raise BadRequest(f"Unsupported instance type {body.get('type')!r}: accepted is "
                          "container")
-    name = body.get("name") or ""
+    if not body.get("name"):
+        # Picked now, so the operation's resources name the instance (mc prints it at once)
+        body["name"] = random_name()
+    name = body["name"]
     svc.check_create(body)
 
     async def work(op: Operation) -> dict[str, Any] | None:
@@ -80,7 +83,7 @@ async def create_instance(request: web.Request) -> web.Response:
             await svc.start(created)
         return {"name": created}
 
-    return _op(request, "Creating instance", name or "-", work)
+    return _op(request, "Creating instance", name, work)
 
 
 @routes.get("/1.0/instances/{name}")

@@ -65,8 +65,15 @@ async def _update_config(request: web.Request, patch: bool) -> web.Response:
     merged.update(values)
     new = {k: v for k, v in merged.items() if v != ""}
     settings.replace(state.db, new)
-    for listener in state.config_listeners:
-        await listener(old, new)
+    try:
+        for listener in state.config_listeners:
+            await listener(old, new)
+    except BaseException:
+        # A change the daemon could not apply (core.https_address: the port is taken) is not
+        # kept: `mc config get` must not show an address nothing listens on. The failing
+        # listener restored its own state; the image tasks re-read the config anyway.
+        settings.replace(state.db, old)
+        raise
     return sync()
 
 

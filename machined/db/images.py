@@ -238,14 +238,17 @@ def list_cached(db: Database) -> list[ImageRecord]:
 
 
 def find_cached(db: Database, server: str, protocol: str, alias: str,
-                image_type: str = "container") -> ImageRecord | None:
-    """The newest cached image downloaded by this alias from this server (prefer-cached)."""
+                image_type: str = "container", *,
+                certificate: str | None = None) -> ImageRecord | None:
+    """The newest cached image downloaded by this alias from this server (prefer-cached);
+    with `certificate`, only one that was downloaded trusting that same certificate."""
     row = db.execute(
         f"SELECT {_ICOLS} FROM images i "
         "JOIN images_source s ON s.image_id = i.id WHERE i.cached = 1 AND s.server = ? AND "
         "s.protocol = ? AND s.alias = ? AND s.image_type = ? "
+        "AND (? IS NULL OR s.certificate = ?) "
         "ORDER BY i.uploaded_at DESC LIMIT 1",
-        [server, protocol, alias, image_type]).fetchone()
+        [server, protocol, alias, image_type, certificate, certificate]).fetchone()
     return None if row is None else _record(db, row)
 
 

@@ -17,21 +17,24 @@ incus#1373)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yarl
 
 from machined import clock
 from machined.errors import BadRequest, NotFound
@@ -48,6 +51,8 @@ CHUNK = 1 << 20
 PROGRESS_EVERY = 0.25  # seconds between progress updates (~4/s)
 MAX_JSON = 64 << 20  # an index or products file larger than this is refused
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=60)
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 Progress = Callable[[str], None]
 
@@ -127,12 +132,42 @@ def normalize_server(server: str, protocol: str) -> str:
     return server.rstrip("/") if parsed.scheme != "unix" else server
 
 
+class _PinnedContext(ssl.SSLContext):
+    pinned: frozenset[str] = frozenset()  # sha256 of the DER of each pinned certificate
+
+
+class _PinnedObject(ssl.SSLObject):
+    """A TLS connection that, once the handshake is done, requires the server's own
+    certificate to BE a pinned one. OpenSSL, given the pinned certificate as the only anchor
+    (with PARTIAL_CHAIN), would also accept any certificate it signed: a pinned CA, or a
+    self-signed certificate with CA:TRUE as `openssl req -x509` makes, would then admit
+    other certificates, for any host name (there is no host name check)."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        der = self.getpeercert(binary_form=True) or b""
+        pinned = getattr(self.context, "pinned", frozenset())
+        if hashlib.sha256(der).hexdigest() not in pinned:
+            raise ssl.SSLCertVerificationError(
+                "the server's certificate is not the pinned certificate")
+
+
+def _pem_fingerprints(pem: str) -> frozenset[str]:
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem,
+                        re.DOTALL)
+    try:
+        return frozenset(hashlib.sha256(ssl.PEM_cert_to_DER_cert(b)).hexdigest()
+                         for b in blocks)
+    except ValueError as e:
+        raise BadRequest(f"Invalid pinned server certificate: {e}") from None
+
+
 def ssl_context(certificate: str) -> ssl.SSLContext:
     """The system CA store (honours SSL_CERT_FILE), or, when a certificate is pinned, that
     certificate and nothing else (a self-signed server: no CA, no hostname check)."""
     if not certificate:
         return ssl.create_default_context()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
@@ -140,6 +175,9 @@ def ssl_context(certificate: str) -> ssl.SSLContext:
     except ssl.SSLError as e:
         raise BadRequest(f"Invalid pinned server certificate: {e.reason or e}") from None
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    # asyncio makes its TLS connections with wrap_bio, hence with this class
+    ctx.pinned = _pem_fingerprints(certificate)
+    ctx.sslobject_class = _PinnedObject
     return ctx
 
 
@@ -283,8 +321,9 @@ class RemoteServer:
             connector = aiohttp.UnixConnector(path=socket)
             self.base = "http://machined"
         else:
-            ctx = ssl_context(self.source.certificate) if parsed.scheme == "https" else False
-            connector = aiohttp.TCPConnector(ssl=ctx, limit=4)
+            # Also for an http server: a redirect to https is then verified, not trusted
+            connector = aiohttp.TCPConnector(ssl=ssl_context(self.source.certificate),
+                                             limit=4)
             self.base = self.source.server
         self.session = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT,
                                              auto_decompress=False,
@@ -298,9 +337,21 @@ class RemoteServer:
     def url(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}"
 
-    def _request(self, url: str) -> Any:
+    @contextlib.asynccontextmanager
+    async def _request(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET, following redirects here rather than in aiohttp, so that none leaves https:
+        a redirect from https to http would silently drop the TLS verification (and the
+        pinned certificate) for the rest of the way, as apt refuses too."""
         assert self.session is not None
-        return self.session.get(url, proxy=self.proxies.for_url(url))
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.session.get(url, proxy=self.proxies.for_url(url),
+                                        allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status not in REDIRECT_STATUSES or not location:
+                    yield resp
+                    return
+                url = _redirect_target(resp.url, location)
+        raise DownloadError(f"Too many redirects (more than {MAX_REDIRECTS}) for {url}")
 
     def describe(self, exc: BaseException) -> str:
         """A connection error as a sentence (TLS failures say what to do)."""
@@ -337,7 +388,9 @@ class SimplestreamsServer(RemoteServer):
                  proxies: Proxies | None = None, host_arch: str = "") -> None:
         super().__init__(source, paths, temp_path, proxies)
         self.host_arch = host_arch
-        key = hashlib.sha256(source.server.encode()).hexdigest()
+        # Keyed by the trust too: an index fetched under one pinned certificate (say one
+        # accepted by mistake) must not answer for the same address under another.
+        key = hashlib.sha256(f"{source.server}\n{source.certificate}".encode()).hexdigest()
         self.cache_dir = paths.root / "cache" / "simplestreams" / key
 
     async def catalog(self) -> ss.Catalog:
@@ -407,15 +460,7 @@ class SimplestreamsServer(RemoteServer):
                 if resp.status != 200:
                     raise DownloadError(f"Could not fetch {url}: HTTP {resp.status} "
                                         f"{resp.reason or ''}".rstrip())
-                if (resp.content_length or 0) > MAX_JSON:
-                    raise DownloadError(f"Could not fetch {url}: larger than "
-                                        f"{MAX_JSON >> 20} MiB")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    body += chunk
-                    if len(body) > MAX_JSON:
-                        raise DownloadError(f"Could not fetch {url}: larger than "
-                                            f"{MAX_JSON >> 20} MiB")
+                body = await _read_json_body(resp, url)
                 if resp.headers.get("Content-Encoding", "").lower() == "gzip" \
                         or body[:2] == b"\x1f\x8b":
                     body = bytearray(_gunzip(bytes(body), url))
@@ -485,6 +530,32 @@ class SimplestreamsServer(RemoteServer):
                                 f"the stream says {item.sha256}")
 
 
+async def _read_json_body(resp: aiohttp.ClientResponse, url: str) -> bytearray:
+    """A JSON document's bytes, refused past MAX_JSON before it is all in memory (a hostile
+    server may send an endless body, or lie in Content-Length)."""
+    if (resp.content_length or 0) > MAX_JSON:
+        raise DownloadError(f"Could not fetch {url}: larger than {MAX_JSON >> 20} MiB")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        body += chunk
+        if len(body) > MAX_JSON:
+            raise DownloadError(f"Could not fetch {url}: larger than {MAX_JSON >> 20} MiB")
+    return body
+
+
+def _redirect_target(current: yarl.URL, location: str) -> str:
+    try:
+        target = current.join(yarl.URL(location))
+    except ValueError:
+        raise DownloadError(f"{current} redirects to an invalid address {location!r}") \
+            from None
+    allowed = ("https",) if current.scheme == "https" else ("http", "https")
+    if target.scheme not in allowed:
+        raise DownloadError(f"Refusing the redirect from {current} to {target}: only to "
+                            f"{' or '.join(s + '://' for s in allowed)} addresses")
+    return str(target)
+
+
 def _gunzip(data: bytes, url: str) -> bytes:
     """A gzipped JSON document, refused past MAX_JSON once inflated (no gzip bombs)."""
     import zlib
@@ -535,7 +606,7 @@ class MachinedServer(RemoteServer):
         url = self.url(path)
         try:
             async with self._request(url) as resp:
-                body = await resp.read()
+                body = await _read_json_body(resp, url)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as e:
             raise DownloadError(f"Could not reach {self.source.server}: "
@@ -562,15 +633,28 @@ class MachinedServer(RemoteServer):
         alias = await self._get_json(f"/1.0/images/aliases/{quoted}", missing="alias")
         if alias is not None:
             fp = str(alias.get("target") or "")
+            if not fp or not all(c in "0123456789abcdef" for c in fp):
+                raise DownloadError(f"{self.source.server} answered alias {name!r} with the "
+                                    f"target {fp!r}, not an image fingerprint")
         elif not all(c in "0123456789abcdef" for c in name):
             raise NotFound(f"Image {name!r} not found on {self.source.server} (no such "
                            "alias, or it is not public)")
-        info = await self._get_json(f"/1.0/images/{urllib.parse.quote(fp)}", missing="image")
+        info = await self._get_json(f"/1.0/images/{fp}", missing="image")
         if info is None:
             raise NotFound(f"Image {name!r} not found on {self.source.server} (no such alias "
                            "or fingerprint, or it is not public)")
         fingerprint = str(info.get("fingerprint") or "")
         _check_fingerprint(fingerprint)
+        if not fingerprint.startswith(fp):
+            # What was asked for by fingerprint must be what comes: the hash check after
+            # the download only proves the files are the image the server named.
+            raise DownloadError(f"{self.source.server} answered the request for image {fp} "
+                                f"with another image, {fingerprint}")
+        size = info.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            # The size bounds the download: without it a server could send without end.
+            raise DownloadError(f"{self.source.server} described image {fingerprint} without "
+                                f"a valid size (got {size!r})")
         image_type = info.get("type") or "container"
         if image_type != self.source.image_type:
             raise NotFound(f"Image {name!r} on {self.source.server} is a {image_type} image, "
@@ -578,7 +662,7 @@ class MachinedServer(RemoteServer):
         props = info.get("properties") or {}
         return RemoteImage(
             fingerprint=fingerprint, architecture=str(info.get("architecture") or ""),
-            size=int(info.get("size") or 0),
+            size=size,
             properties={str(k): str(v) for k, v in props.items()} if isinstance(props, dict)
             else {}, public=bool(info.get("public")), by_alias=alias is not None)
 

@@ -174,8 +174,11 @@ class ImageService:
             rec = db_images.get(self.state.db, source.name) \
                 if db_images.exists(self.state.db, source.name) else None
         elif self.config_int("images.auto_update_interval") > 0:
+            # Only one downloaded under the same pinned certificate (or the same system
+            # CA store): what came through a wrong pin must not serve a correct one.
             rec = db_images.find_cached(self.state.db, source.server, source.protocol,
-                                        source.name, source.image_type)
+                                        source.name, source.image_type,
+                                        certificate=source.certificate)
         if rec is not None:
             # Marked used at once, under the image lock the expiry pass deletes under, so a
             # long-unused image picked now is not pruned before the copy is made.

@@ -204,7 +204,7 @@ class InstanceService:
             from machined.images.download import parse_source
             image = await self.remote_images.image_for_create(
                 parse_source(request["source"]), op)
-        name = request.get("name") or _random_name()
+        name = request.get("name") or random_name()
         config = {str(k): v for k, v in (request.get("config") or {}).items()}
         devices = request.get("devices") or {}
         profiles = request.get("profiles")
@@ -483,7 +483,8 @@ def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _random_name() -> str:
+def random_name() -> str:
+    """A name for an instance created without one (the API picks it before answering)."""
     return "c" + uuid.uuid4().hex[:8]
 
 

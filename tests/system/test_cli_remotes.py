@@ -35,7 +35,7 @@ class Tree:
         self.root = root
         self.products = ss.empty_products()
 
-    def add(self, data: bytes, created_at: str) -> str:
+    def add(self, data: bytes, created_at: str, aliases: tuple[str, ...] = ()) -> str:
         fp = hashlib.sha256(data).hexdigest()
         vdir = ss.version_dir(PROPS, "x86_64", ss.pick_serial(self.products, PROPS, "x86_64",
                                                               created_at))
@@ -45,7 +45,7 @@ class Tree:
         files = [ss.StreamFile("unified", path, fp, len(data), "lxd_combined.tar.gz")]
         self.products = ss.add_image(self.products, fingerprint=fp, properties=PROPS,
                                      architecture="x86_64", created_at=created_at,
-                                     aliases=[], files=files)
+                                     aliases=list(aliases), files=files)
         streams = self.root / "streams" / "v1"
         streams.mkdir(parents=True, exist_ok=True)
         (streams / "images.json").write_text(json.dumps(self.products))
@@ -280,6 +280,71 @@ def test_the_images_remote_can_be_repointed(world: World) -> None:
     assert "doesn't exist" in world.fails("launch", "nowhere:x", "cl-c9")
 
 
+def test_hex_only_aliases_are_followed_and_fingerprints_are_not(world: World,
+                                                                   tmp_path: Path) -> None:
+    """Aliases made of hex letters (`bead`, `deb12`) were sent to the daemon as fingerprints:
+    a launch cached the image without its source alias (never auto-updated), and a copy by
+    fingerprint with --auto-update claimed "Auto update: enabled" with nothing to follow."""
+    ensure_bb(world)
+    tree = Tree(tmp_path / "hex")
+    fp = tree.add(gzip.compress(gzip.decompress(world.unified), mtime=1_600_000_000),
+                  "2026-03-01T00:00:00Z", aliases=("bead",))
+    with StreamServer(tree.root) as server:
+        world.ok("remote", "add", "hexlab", server.url, "--protocol", "simplestreams")
+        try:
+            # the failed launch says nothing about starting; then a launch names its instance
+            res = world.daemon.mc("launch", "hexlab:nothere", "ur-hex0", input="")
+            assert res.code == 1 and res.out == "Creating ur-hex0\n", res.out
+            out = world.ok("init", "hexlab:bead")
+            assert out.startswith("Creating the instance\nInstance name is: c"), out
+            picked = out.split("Instance name is: ", 1)[1].strip()
+            world.ok("delete", picked)
+            image = yaml.safe_load(world.ok("image", "show", fp))
+            assert image["update_source"]["alias"] == "bead" and image["auto_update"] is True
+            info = world.ok("image", "info", fp)
+            assert f"Source:\n    Server: {server.url}\n    Protocol: simplestreams\n" \
+                   "    Alias: bead\n" in info
+            assert "Expires: never" in info and "1970" not in info
+            world.ok("image", "delete", fp)
+
+            before = set(world.images())
+            err = world.fails("image", "copy", f"hexlab:{fp[:8]}", "local:", "--auto-update")
+            assert f'"{fp[:8]}" is a fingerprint on "hexlab"' in err
+            assert "copy it by alias (e.g. hexlab:" in err
+            assert "needs an image from another remote" in world.fails(
+                "image", "copy", "local:bb", "local:", "--auto-update")
+            assert set(world.images()) == before  # refused before anything was fetched
+            world.ok("image", "copy", "hexlab:bead", "local:", "--auto-update")
+            assert world.images()[fp]["auto_update"] is True
+            world.ok("image", "delete", fp)
+        finally:
+            world.ok("remote", "remove", "hexlab")
+
+
+def test_remote_add_says_what_kind_of_server_answered(world: World) -> None:
+    before = config_bytes(world)
+    # a simplestreams https server added as a machined (the default protocol)
+    err = world.fails("remote", "add", "x", world.https.url, "--accept-certificate")
+    assert "is not a machined server (GET /1.0 answered HTTP 404)" in err
+    assert "--protocol simplestreams" in err
+    # https:// to a plain http server
+    err = world.fails("remote", "add", "x", world.http.url.replace("http:", "https:"),
+                      "--protocol", "simplestreams")
+    assert "(is it a plain http:// server?)" in err
+    assert config_bytes(world) == before
+    assert not (world.conf / "servercerts" / "x.crt").exists()
+
+
+def test_a_https_address_that_cannot_be_bound_is_not_kept(world: World) -> None:
+    """The failed value was stored: `config get` showed an address nothing listened on and
+    the next daemon start tried it again."""
+    taken = world.http.url.rsplit(":", 1)[1]  # the stream server listens there
+    err = world.fails("config", "set", "core.https_address", f"127.0.0.1:{taken}")
+    assert f"Cannot listen on 127.0.0.1:{taken}" in err
+    assert world.ok("config", "get", "core.https_address") == "\n"
+    assert "core.https_address" not in world.ok("config", "show")
+
+
 # -- https with a self-signed certificate ------------------------------------------------------
 def test_https_remote_needs_its_certificate_accepted(world: World) -> None:
     err = world.fails("remote", "add", "secure", world.https.url, "--protocol",
@@ -363,6 +428,10 @@ def test_https_machined_remote_with_a_trust_token(world: World) -> None:
         assert world.images("farpub:") == {}
 
         token = other.ok("config", "trust", "add", "cl-client").splitlines()[1]
+        # mc -q prints the bare token, for TOKEN=$(mc -q config trust add NAME)
+        quiet = other.ok("-q", "config", "trust", "add", "cl-quiet")
+        assert quiet.count("\n") == 1 and quiet.startswith("eyJ")
+        other.ok("config", "trust", "revoke-token", "cl-quiet")
         # URL + --token: the token vouches for the self-signed certificate (no question)
         out = world.ok("remote", "add", "far0", url, "--token", token)
         assert "now trusted" in out

@@ -456,7 +456,8 @@ def test_expiry_deletes_only_cached_unused_images(env):
     env.config(images__remote_cache_expiry="3")  # live: the next tick prunes
     wait_for(lambda: cached not in env.images(), what="expiry")
     assert set(env.images()) == {copied, imported}
-    assert not (env.daemon.root / "images" / cached).exists()
+    # the row goes first, the files just after (in a thread)
+    wait_for(lambda: not (env.daemon.root / "images" / cached).exists(), 5, "files removed")
     # the instance made from it owns its copy
     env.daemon.ok("start", "ri-e1")
     assert env.api.get("/1.0/instances/ri-e1")["status"] == "Running"

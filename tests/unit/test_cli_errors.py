@@ -39,8 +39,9 @@ def test_unknown_remote_is_an_error() -> None:
 def test_image_server_has_no_instances() -> None:
     result = CliRunner().invoke(cli, ["list", "images:"])
     assert result.exit_code == 1
-    assert result.stderr == ('Error: The remote "images" is a simplestreams image server: '
-                             "only image commands work with it\n")
+    assert result.stderr == ('Error: The remote "images" is a simplestreams image server '
+                             "(read-only): it only serves images to list, show, launch and "
+                             "copy\n")
 
 
 def test_usage_errors_exit_2() -> None:

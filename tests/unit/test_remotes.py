@@ -15,6 +15,7 @@ from cli.commands.create import image_source
 from cli.commands.image_remote import (
     copy_request,
     looks_like_fingerprint,
+    no_alias_to_follow,
     parse_image_yaml,
     pull_source,
 )
@@ -168,6 +169,9 @@ def test_normalize_addr(addr: str, protocol: str, expected: str) -> None:
     ("https://x?a=b", "simplestreams", "no query"),
     ("https://x:99999", "machined", "Invalid URL"),
     ("x", "oci", 'Invalid protocol "oci"'),
+    ("http://lab:8443", "machined", r"\(--protocol simplestreams\)"),
+    # a pasted, damaged trust token is no host name (was a UnicodeError from the idna codec)
+    ("eyJ" + "a" * 80, "machined", r'"eyj' + "a" * 80 + '" is not a host name'),
 ])
 def test_bad_addresses(addr: str, protocol: str, error: str) -> None:
     with pytest.raises(CliError, match=error):
@@ -262,7 +266,7 @@ def test_env_split_reads_the_config(conf_dir: Path) -> None:
         env.split("images:debian/12")
     with pytest.raises(CliError, match='Missing instance name in "lab2:"'):
         env.target("lab2:")
-    with pytest.raises(CliError, match='"lab" is a simplestreams image server: only image'):
+    with pytest.raises(CliError, match=r'"lab" is a simplestreams image server \(read-only\)'):
         env.client("lab")
 
 
@@ -296,13 +300,38 @@ def test_pull_sources(conf_dir: Path) -> None:
         "protocol": "simplestreams", "certificate": "", "image_type": "container",
         "alias": "busybox/1.35"}
     pin_certificate(conf, "lab2", "PEM")
-    source = pull_source(conf, conf.get("lab2"), "3dc7a4")
+    source = pull_source(conf, conf.get("lab2"), "3dc7a4", by_fingerprint=True)
     assert source["fingerprint"] == "3dc7a4" and "alias" not in source
     assert source["protocol"] == "machined" and source["certificate"] == "PEM"
     assert copy_request(source, public=True, auto_update=False) == {
         "source": source, "public": True, "auto_update": False}
     assert looks_like_fingerprint("deadbeef") and not looks_like_fingerprint("22.04")
     assert not looks_like_fingerprint("debian/12") and not looks_like_fingerprint("")
+
+
+@pytest.mark.parametrize("name", ["bb", "deb12", "cafe", "3dc7a4"])
+def test_hex_looking_names_go_as_aliases(conf_dir: Path, name: str) -> None:
+    """`mc launch images:deb12` sent `fingerprint: deb12`: the daemon then recorded no source
+    alias, so the image was never auto-updated. The daemon tells alias from fingerprint."""
+    write(conf_dir, LAB)
+    conf = load_config()
+    source = pull_source(conf, conf.get("lab"), name)
+    assert source["alias"] == name and "fingerprint" not in source
+    assert image_source(Env(), "lab", name, "local")["alias"] == name
+
+
+def test_auto_update_refusal_names_an_alias_to_use() -> None:
+    assert no_alias_to_follow("lab2", "17c3", ["p2"]) == (
+        '--auto-update follows an alias, but "17c3" is a fingerprint on "lab2": copy it by '
+        "alias (e.g. lab2:p2), or without --auto-update")
+    assert "(e.g." not in no_alias_to_follow("images", "7ea1", [])
+
+
+def test_a_config_file_that_is_not_text_is_one_clear_error(conf_dir: Path) -> None:
+    conf_dir.mkdir(parents=True)
+    (conf_dir / "config.yml").write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(CliError, match=r"config.yml: not UTF-8 text"):
+        load_config()
 
 
 def test_launch_sources(conf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
