@@ -143,10 +143,23 @@ def move_mount(from_fd: int, to_path: str, to_dfd: int = AT_FDCWD) -> None:
              ctypes.c_int(to_dfd), _b(to_path), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
 
 
+OPENAT2_ATTEMPTS = 16
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """With RESOLVE_IN_ROOT/BENEATH the kernel answers EAGAIN when any rename or mount on the
+    system raced with a `..` step (openat2(2): "the caller should retry"); busy hosts (other
+    containers starting) hit that. Bounded, because an O_NONBLOCK open of a leased file
+    answers EAGAIN too and must still fail."""
     how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
-    return _syscall("openat2", path, _SYS_OPENAT2, ctypes.c_int(dirfd), _b(path),
-                    ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    for attempt in range(OPENAT2_ATTEMPTS):
+        try:
+            return _syscall("openat2", path, _SYS_OPENAT2, ctypes.c_int(dirfd), _b(path),
+                            ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        except BlockingIOError:
+            if attempt == OPENAT2_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def pidfd_open(pid: int) -> int:
