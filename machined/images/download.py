@@ -486,17 +486,11 @@ class SimplestreamsServer(RemoteServer):
                 writer = _FileWriter(self.temp_path(f"download-{label}"), combined)
                 written.append(writer)
                 await self._download_file(item, writer, _Progress(progress, label, item.size))
-            got = combined.hexdigest()
-            if got != image.fingerprint:
-                raise DownloadError(f"Image fingerprint doesn't match: the downloaded files "
-                                    f"hash to {got}, the stream says {image.fingerprint}")
+            return _verified_upload(written, combined, image.fingerprint, "the stream says")
         except BaseException:
             for writer in written:
                 writer.abort()
             raise
-        rootfs = written[1].path if len(written) > 1 else None
-        return Upload(meta=written[0].path, rootfs=rootfs, fingerprint=image.fingerprint,
-                      size=sum(w.size for w in written))
 
     async def _download_file(self, item: ss.StreamFile, writer: _FileWriter,
                              progress: _Progress) -> None:
@@ -695,17 +689,11 @@ class MachinedServer(RemoteServer):
             if image.size and total != image.size:
                 raise DownloadError(f"Download of image {image.fingerprint} is truncated: got "
                                     f"{total} of {image.size} bytes")
-            got = combined.hexdigest()
-            if got != image.fingerprint:
-                raise DownloadError(f"Image fingerprint doesn't match: the downloaded files "
-                                    f"hash to {got}, expected {image.fingerprint}")
+            return _verified_upload(written, combined, image.fingerprint, "expected")
         except BaseException:
             for writer in written:
                 writer.abort()
             raise
-        rootfs = written[1].path if len(written) > 1 else None
-        return Upload(meta=written[0].path, rootfs=rootfs, fingerprint=image.fingerprint,
-                      size=sum(w.size for w in written))
 
     async def _receive_parts(self, resp: aiohttp.ClientResponse, image: RemoteImage,
                              combined: Any, written: list[_FileWriter],
@@ -750,3 +738,16 @@ def open_server(source: Source, paths: Paths, temp_path: Callable[[str], Path], 
         return SimplestreamsServer(source, paths, temp_path, proxies, host_arch)
     return MachinedServer(source, paths, temp_path, proxies)
 
+
+
+def _verified_upload(written: list[_FileWriter], combined: Any, fingerprint: str,
+                     claim: str) -> Upload:
+    """The downloaded files as an Upload, once their combined hash is the fingerprint the
+    server claimed (meta then rootfs, or the unified file); the caller removes them if not."""
+    got = combined.hexdigest()
+    if got != fingerprint:
+        raise DownloadError(f"Image fingerprint doesn't match: the downloaded files hash to "
+                            f"{got}, {claim} {fingerprint}")
+    rootfs = written[1].path if len(written) > 1 else None
+    return Upload(meta=written[0].path, rootfs=rootfs, fingerprint=fingerprint,
+                  size=sum(w.size for w in written))
