@@ -91,8 +91,20 @@ def _widths(header: Sequence[str] | None, cells: list[list[list[str]]]) -> list[
     return widths
 
 
+# Control characters (C0 but newline, DEL, C1) shown as \xNN: table cells carry strings from
+# remote servers and images (descriptions, aliases), and a terminal must not obey them.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]
+             if c != 0x0a}
+_CONTROLS[0x09] = " "
+
+
+def printable(text: str) -> str:
+    """`text` with terminal control characters made visible (newlines kept)."""
+    return text.translate(_CONTROLS)
+
+
 def _split_cells(rows: Sequence[Sequence[str]]) -> list[list[list[str]]]:
-    return [[str(cell).split("\n") for cell in row] for row in rows]
+    return [[printable(str(cell)).split("\n") for cell in row] for row in rows]
 
 
 def _center(text: str, width: int) -> str:

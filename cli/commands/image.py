@@ -240,7 +240,9 @@ def delete(env: Env, names: tuple[str, ...]) -> None:
 @pass_env
 def info(env: Env, name: str) -> None:
     """Show useful information about an image."""
-    click.echo(format_image_info(get_image(env, name)), nl=False)
+    from cli.output import printable
+
+    click.echo(printable(format_image_info(get_image(env, name))), nl=False)
 
 
 @image.command("show")

@@ -96,3 +96,17 @@ def test_times(monkeypatch: pytest.MonkeyPatch) -> None:
     assert format_time("garbage") == ""
     assert format_upload_date("2024-05-06T15:04:05Z") == "May 6, 2024 at 3:04pm (UTC)"
     assert format_upload_date("2024-05-06T00:30:00+00:00") == "May 6, 2024 at 12:30am (UTC)"
+
+
+def test_terminal_controls_from_servers_are_shown_not_obeyed():
+    """Descriptions and aliases come from remote servers: an escape sequence in one must
+    not reach the terminal raw (it could rewrite the screen or the title)."""
+    from cli.output import printable, render
+
+    evil = "Debian\x1b]0;pwned\x07 12\x9b2J\ttab"
+    assert printable(evil) == "Debian\\x1b]0;pwned\\x07 12\\x9b2J tab"
+    assert printable("two\nlines") == "two\nlines"
+    for fmt in ("table", "compact"):
+        out = render(fmt, ["DESCRIPTION"], [[evil]])
+        assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+        assert "\\x1b]0;pwned" in out
