@@ -58,6 +58,20 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+def listen(handler: object, tls: tuple[Path, Path] | None = None,
+           port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A threading HTTP server on 127.0.0.1 (https with tls=(cert, key)) and its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)  # type: ignore[arg-type]
+    httpd.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
+    return httpd, f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
+
+
 class StreamServer:
     """`with StreamServer(root) as s: s.url` -> http://127.0.0.1:<port>. With tls=(cert, key)
     paths it serves https."""
@@ -66,16 +80,7 @@ class StreamServer:
         self.root = root
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
-        self.httpd.daemon_threads = True
-        scheme = "http"
-        if tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd, self.url = listen(functools.partial(handler, directory=str(root)), tls)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> StreamServer:

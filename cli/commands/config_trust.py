@@ -31,16 +31,22 @@ from cli.output import (
 from cli.params import url_part
 
 
-def _target(env: Env, arg: str | None, what: str) -> tuple[Client, str]:
-    """The client of `[<remote>:]<object>` and the object ("" when only a remote is given)."""
-    if arg is None:
-        return env.client(), ""
+def _target(env: Env, arg: str | None, missing: str = "") -> tuple[Client, str]:
+    """The client of `[<remote>:]<object>` and the object ("" when only a remote is given;
+    a usage error "Missing <missing>" instead when `missing` names a required object)."""
+    client, obj = (env.client(), "") if arg is None else _split_target(env, arg)
+    if missing and not obj:
+        raise click.UsageError(f"Missing {missing}")
+    return client, obj
+
+
+def _split_target(env: Env, arg: str) -> tuple[Client, str]:
     remote, obj = env.split(arg)
     return env.client(remote), obj
 
 
 def _remote_only(env: Env, arg: str | None) -> Client:
-    client, rest = _target(env, arg, "remote")
+    client, rest = _target(env, arg)
     if rest:
         raise click.UsageError(f'Unexpected argument "{arg}": expected [<remote>:]')
     return client
@@ -71,7 +77,7 @@ def add(env: Env, name: str | None) -> None:
     expires after core.remote_token_expiry (default 1d). On the client:
     mc remote add <remote-name> <token>. In scripts: TOKEN=$(mc -q config trust add NAME).
     """
-    client, client_name = _target(env, name, "client")
+    client, client_name = _target(env, name)
     if not client_name:
         if not sys.stdin.isatty():
             raise click.UsageError("Missing the client's name: mc config trust add <name>")
@@ -142,9 +148,7 @@ def _details(pem: str) -> tuple[str, str, str]:
 @pass_env
 def show(env: Env, fingerprint: str) -> None:
     """Show a trusted certificate (YAML)."""
-    client, fp = _target(env, fingerprint, "fingerprint")
-    if not fp:
-        raise click.UsageError("Missing the certificate's fingerprint")
+    client, fp = _target(env, fingerprint, "the certificate's fingerprint")
     cert = client.get(f"/1.0/certificates/{url_part(fp)}")
     shown = {k: cert.get(k) for k in ("name", "type", "restricted", "projects", "fingerprint",
                                       "created_at") if k in cert}
@@ -162,9 +166,7 @@ def remove(env: Env, fingerprint: str) -> None:
 
     Its client loses access at once, also on connections already open.
     """
-    client, fp = _target(env, fingerprint, "fingerprint")
-    if not fp:
-        raise click.UsageError("Missing the certificate's fingerprint")
+    client, fp = _target(env, fingerprint, "the certificate's fingerprint")
     client.delete(f"/1.0/certificates/{url_part(fp)}")
 
 
@@ -185,7 +187,5 @@ def list_tokens(env: Env, remote: str | None, fmt: str) -> None:
 @pass_env
 def revoke_token(env: Env, name: str) -> None:
     """Revoke the pending join tokens issued for NAME."""
-    client, obj = _target(env, name, "client")
-    if not obj:
-        raise click.UsageError("Missing the client's name")
+    client, obj = _target(env, name, "the client's name")
     client.delete(f"/1.0/certificates/tokens/{url_part(obj)}")

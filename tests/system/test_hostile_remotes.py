@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import shutil
-import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from cli.client import Client
 from cli.errors import ApiError
 from tests.conftest import Daemon, built_image, needs_root, spawn_daemon
-from tests.streamserver import StreamServer, make_ca, make_certificate
+from tests.streamserver import StreamServer, listen, make_ca, make_certificate
 from tests.system.test_remote_images import ALIAS, Tree, sha
 
 pytestmark = [pytest.mark.system, needs_root]
@@ -56,17 +55,9 @@ class HostileServer:
         self.routes = routes
         self.requests: list[str] = []
         handler = type("Handler", (_Handler,), {"routes": routes, "requests": self.requests})
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", port), functools.partial(handler, directory=str(root) if root else None))
-        self.httpd.daemon_threads = True
-        scheme = "http"
-        if tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
+        self.httpd, self.url = listen(
+            functools.partial(handler, directory=str(root) if root else None), tls, port)
         self.port = self.httpd.server_address[1]
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> HostileServer:
