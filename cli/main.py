@@ -20,6 +20,7 @@ from cli.lazy import LazyGroup
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("cli.commands.config:config", "Manage instance and server configuration"),
     "console": ("cli.commands.console:console", "Show an instance's console log"),
+    "copy": ("cli.commands.copy:copy_cmd", "Copy instances and snapshots into new instances"),
     "delete": ("cli.commands.delete:delete", "Delete instances and snapshots"),
     "exec": ("cli.commands.exec:exec_cmd", "Run a command in an instance"),
     "file": ("cli.commands.file:file_group", "Manage files in instances"),
@@ -28,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("cli.commands.create:init", "Create instances from images"),
     "launch": ("cli.commands.create:launch", "Create and start instances from images"),
     "list": ("cli.commands.list:list_cmd", "List instances"),
-    "move": ("cli.commands.rename:move", "Rename instances (local moves only)"),
+    "move": ("cli.commands.copy:move", "Rename instances or move them to another pool"),
     "operation": ("cli.commands.operation:operation", "List, show and cancel operations"),
     "pause": ("cli.commands.action:pause", "Pause (freeze) instances"),
     "profile": ("cli.commands.profile:profile", "Manage profiles"),
@@ -36,16 +37,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "remote": ("cli.commands.remote:remote", "Manage the list of remote servers"),
     "rename": ("cli.commands.rename:rename", "Rename instances and snapshots"),
     "restart": ("cli.commands.action:restart", "Restart instances"),
+    "restore": ("cli.commands.snapshot:restore", "Restore instances from snapshots"),
     "resume": ("cli.commands.action:resume", "Resume (unfreeze) instances"),
     "start": ("cli.commands.action:start", "Start instances"),
     "simplestreams": (
         "cli.commands.simplestreams:simplestreams",
         "Write a simplestreams image server tree from local images",
     ),
+    "snapshot": ("cli.commands.snapshot:snapshot", "Create instance snapshots"),
     "stop": ("cli.commands.action:stop", "Stop instances"),
+    "storage": ("cli.commands.storage:storage", "Manage storage pools"),
     "version": ("cli.commands.version:version", "Show client and server versions"),
 }
 ALIASES = {
+    "cp": "copy",
     "create": "init",
     "freeze": "pause",
     "ls": "list",

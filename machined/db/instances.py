@@ -22,6 +22,10 @@ class InstanceRecord:
     config: dict[str, str] = field(default_factory=dict)
     devices: dict[str, dict[str, str]] = field(default_factory=dict)
     profiles: list[str] = field(default_factory=list)
+    # Where the root volume lives: the pool and the volume's name there (set at create,
+    # changed only by restore/move, which switch it in one transaction).
+    storage_pool: str = "default"
+    volume: str = ""
     id: int = 0
 
 
@@ -35,13 +39,13 @@ def exists(db: Database, name: str) -> bool:
 
 def get(db: Database, name: str) -> InstanceRecord:
     row = db.execute(
-        "SELECT id, name, type, architecture, description, ephemeral, created_at, last_used_at "
-        "FROM instances WHERE name = ?", [name]).fetchone()
+        "SELECT id, name, type, architecture, description, ephemeral, created_at, last_used_at,"
+        " storage_pool, volume FROM instances WHERE name = ?", [name]).fetchone()
     if row is None:
         raise NotFound(f"Instance {name!r} not found")
     rec = InstanceRecord(id=row[0], name=row[1], type=row[2], architecture=row[3],
                          description=row[4], ephemeral=bool(row[5]), created_at=row[6],
-                         last_used_at=row[7])
+                         last_used_at=row[7], storage_pool=row[8], volume=row[9])
     rec.config = dict(db.execute(
         "SELECT key, value FROM instances_config WHERE instance_id = ?", [rec.id]).fetchall())
     rec.devices = {n: json.loads(c) for n, c in db.execute(
@@ -62,9 +66,9 @@ def create(db: Database, rec: InstanceRecord) -> InstanceRecord:
             raise Conflict(f"Instance {rec.name!r} already exists")
         cur = db.execute(
             "INSERT INTO instances (name, type, architecture, description, ephemeral, created_at,"
-            " last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " last_used_at, storage_pool, volume) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [rec.name, rec.type, rec.architecture, rec.description, int(rec.ephemeral),
-             rec.created_at, rec.last_used_at])
+             rec.created_at, rec.last_used_at, rec.storage_pool, rec.volume or rec.name])
         rec.id = int(cur.lastrowid or 0)
         _write_config(db, rec.id, rec.config)
         _write_devices(db, rec.id, rec.devices)
@@ -134,3 +138,19 @@ def rename(db: Database, old: str, new: str) -> None:
 def delete(db: Database, name: str) -> None:
     if db.execute("DELETE FROM instances WHERE name = ?", [name]).rowcount == 0:
         raise NotFound(f"Instance {name!r} not found")
+
+
+def switch_volume(db: Database, name: str, pool: str, volume: str,
+                  config: dict[str, str] | None = None) -> str:
+    """Point instance `name` at another (complete) root volume, and with `config` replace its
+    config, in one transaction: the commit point of restore and of a move between pools.
+    Returns the previous volume's name (the caller deletes it after the commit)."""
+    with db.atomic():
+        row = db.execute("SELECT id, volume FROM instances WHERE name = ?", [name]).fetchone()
+        if row is None:
+            raise NotFound(f"Instance {name!r} not found")
+        db.execute("UPDATE instances SET storage_pool = ?, volume = ? WHERE id = ?",
+                   [pool, volume, row[0]])
+        if config is not None:
+            _write_config(db, row[0], config)
+    return str(row[1])

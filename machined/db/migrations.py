@@ -125,3 +125,39 @@ def m0002_remote_images_and_trust(db: Database) -> None:
         expires_at TEXT NOT NULL
     );
     """)
+
+
+@MIGRATIONS()
+def m0003_storage_pools_and_snapshots(db: Database) -> None:
+    """Issue 5: storage pools; each instance records its pool and the name of its volume
+    there (volumes are named once and never renamed: the DB row is the commit point that
+    says which volume is live); snapshots are full copies with the config they had."""
+    db.executescript("""
+    CREATE TABLE storage_pools (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL DEFAULT ''
+    );
+    ALTER TABLE instances ADD COLUMN storage_pool TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE instances ADD COLUMN volume TEXT NOT NULL DEFAULT '';
+    UPDATE instances SET volume = name;
+    CREATE TABLE instances_snapshots (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        stateful INTEGER NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (instance_id, name)
+    );
+    """)

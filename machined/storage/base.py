@@ -1,0 +1,96 @@
+"""What every storage driver offers (the contract instances/, images/ and snapshots use).
+
+A pool keeps three kinds of volumes below its `root`: image volumes (`images/<fp>`: an image
+unpacked once, read-only in use), instance volumes (`containers/<volume>`) and snapshot
+volumes (`snapshots/<volume>`). Instance and snapshot volumes are named once, when made
+(storage.model.new_volume_name), and never renamed: the database row that names a volume is
+what makes it live, so every change is "make the new volume completely (in tmp/, synced),
+rename it into place, then commit the row", and a volume no row names is a leftover that
+the daemon removes at start.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+VolumeKind = Literal["containers", "snapshots"]
+
+
+class Pool(ABC):
+    name: str
+    driver: str  # "dir" | "btrfs"
+    config: dict[str, str]
+    root: Path  # where images/, containers/, snapshots/, tmp/ live
+    # True when copy_volume of a live volume is a point-in-time copy (btrfs snapshots): a
+    # running container then needs no freezing while it is snapshotted or copied.
+    atomic_snapshots: bool = False
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Make the layout if missing and empty tmp/ (an interrupted copy lives only there)."""
+
+    @abstractmethod
+    def temp_path(self, label: str) -> Path:
+        """A fresh name in this pool's tmp/ (same filesystem as the volumes: renames are
+        atomic)."""
+
+    # Image volumes
+
+    @abstractmethod
+    def image_volume(self, fingerprint: str) -> Path: ...
+
+    @abstractmethod
+    def image_volume_exists(self, fingerprint: str) -> bool: ...
+
+    @abstractmethod
+    def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
+        """Make an empty directory (btrfs: subvolume) in tmp/, call fill(dir) to put
+        metadata.yaml, rootfs/ and templates/ in it, sync, make it read-only where the
+        driver can, rename it to images/<fp>. Anything failing removes the temporary volume.
+        Blocking: callers run it in a thread."""
+
+    @abstractmethod
+    def delete_image_volume(self, fingerprint: str) -> None:
+        """Also drops spare copies made from it. Missing is fine."""
+
+    # Instance and snapshot volumes
+
+    @abstractmethod
+    def volume_path(self, kind: VolumeKind, volume: str) -> Path: ...
+
+    @abstractmethod
+    def volumes(self, kind: VolumeKind) -> list[str]:
+        """Names present on disk (start-up reconciliation compares them with the DB)."""
+
+    @abstractmethod
+    async def create_from_image(self, fingerprint: str, volume: str) -> Path:
+        """A new instance volume `containers/<volume>` holding a full, independent copy of
+        the image volume (dir: a spare renamed in, or a copy; btrfs: a writable subvolume
+        snapshot). The image volume must exist."""
+
+    @abstractmethod
+    async def copy_volume(self, source: Path, kind: VolumeKind, volume: str, *,
+                          readonly: bool = False) -> Path:
+        """A full, independent copy of the volume directory `source` (of this pool or
+        another) as <kind>/<volume>: made in tmp/, synced, renamed into place. btrfs with a
+        source in the same pool: a subvolume snapshot (read-only when `readonly`). Cancelling
+        the task (daemon stop) or killing the daemon leaves only tmp/ to clean."""
+
+    @abstractmethod
+    async def delete_volume(self, kind: VolumeKind, volume: str) -> None:
+        """Renamed into tmp/ first (gone atomically), then removed. Missing is fine."""
+
+    # Spare copies (dir pools without reflinks); no-ops where volumes are instant
+
+    async def make_spare(self, fingerprint: str) -> None:
+        return None
+
+    def delete_spares(self, fingerprint: str) -> None:
+        return None
+
+    @abstractmethod
+    def resources(self) -> dict[str, dict[str, int]]:
+        """{"space": {"used": bytes, "total": bytes}} of the pool's filesystem."""
