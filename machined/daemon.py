@@ -1,5 +1,6 @@
-"""Composition root: open the database, prepare storage, build the API, find the containers
-that kept running, serve until told to stop. Stopping the daemon never stops containers."""
+"""Composition root: open the database, mount and reconcile the storage pools, build the
+API, find the containers that kept running, serve until told to stop. Stopping the daemon
+never stops containers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from aiohttp import web
 from machined.api.https import HTTPS
 from machined.api.operations import Operation, Operations
 from machined.api.server import bind_unix_socket, build_app
-from machined.db import images as db_images
 from machined.db import open_database
 from machined.db import operations as db_operations
 from machined.db import profiles as db_profiles
@@ -24,9 +24,11 @@ from machined.errors import MachinedError
 from machined.images.service import ImageService
 from machined.images.tasks import ImageTasks
 from machined.instances.service import InstanceService
+from machined.instances.snapshot_tasks import SnapshotTasks
+from machined.instances.snapshots import SnapshotService
 from machined.paths import Paths
 from machined.state import State
-from machined.storage.dir import DirPool
+from machined.storage.pools import Storage
 
 log = logging.getLogger("machined")
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -93,18 +95,22 @@ async def serve(paths: Paths) -> None:
     holder.append(state)
     db_operations.prune(db)
     seed_profiles(state)
-    pool = DirPool(paths)
-    pool.prepare()
-    instances = InstanceService(state, pool)
-    images = ImageService(state, pool, instances)
+    storage = Storage(state)
+    state.storage = storage
+    storage.load()  # a pool that cannot be mounted stays unavailable (logged), not fatal
+    # Volumes no row names are what an interrupted create/snapshot/copy/delete left.
+    removed = storage.reconcile()
+    if removed:
+        log.info("Removed %d unreferenced volume(s): %s", len(removed), ", ".join(removed))
+    instances = InstanceService(state, storage)
+    images = ImageService(state, storage, instances)
     instances.remote_images = images  # launches from remote servers
+    snapshots = SnapshotService(instances)
     alive = instances.recover()
     log.info("Found %d running container(s): %s", len(alive), ", ".join(alive) or "none")
-    for image in db_images.list_all(db):
-        if image.last_used_at:  # images that instances are made from keep a spare ready
-            instances.refill_spare(image.fingerprint)
+    images.refill_spares()  # images that instances are made from keep a spare ready
 
-    app = build_app(state, pool, instances, images)
+    app = build_app(state, storage, instances, images, snapshots)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     if paths.socket.exists() or paths.socket.is_symlink():
@@ -119,6 +125,9 @@ async def serve(paths: Paths) -> None:
     image_tasks = ImageTasks(images)
     state.config_listeners.append(image_tasks.config_changed)
     image_tasks.start()
+    # Scheduled snapshots (@startup ones now) and snapshot expiry (instances/snapshot_tasks.py).
+    snapshot_tasks = SnapshotTasks(snapshots)
+    snapshot_tasks.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,8 +135,10 @@ async def serve(paths: Paths) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("machined stopping (containers keep running)")
+    await snapshot_tasks.stop()
     await image_tasks.stop()
     await instances.cancel_background()
+    await snapshots.cancel_background()
     await https.stop()
     await runner.cleanup()
     paths.socket.unlink(missing_ok=True)
@@ -149,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         print("Error: machined must run as root (it creates namespaces, mounts and cgroups)",
               file=sys.stderr)
         return 1
+    # Pools are mounted in the daemon's own mount namespace (never on the host's): entered
+    # before any thread exists (logging, asyncio's executor), as unshare(CLONE_NEWNS) needs.
+    from machined.runtime import mounts
+
+    mounts.enter_private_mount_namespace()
     setup_logging(paths, args.debug)
     try:
         asyncio.run(serve(paths))

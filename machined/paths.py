@@ -32,7 +32,17 @@ class Paths:
 
     @property
     def pool(self) -> Path:
-        return self.root / "storage-pools" / "default"
+        return self.pool_dir("default")
+
+    def pool_dir(self, name: str) -> Path:
+        """A pool's root when machined chooses it: dir pools without source=, and the mount
+        point of btrfs pools on a loop file or block device."""
+        return self.root / "storage-pools" / name
+
+    @property
+    def disks(self) -> Path:
+        """Loop files of btrfs pools made with size= (or nothing): <pool>.img."""
+        return self.root / "disks"
 
     def image_volume(self, fingerprint: str) -> Path:
         """An image unpacked once: metadata.yaml, rootfs/, templates/."""

@@ -6,11 +6,15 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
 from machined.api.operations import Operations
 from machined.paths import Paths
+
+if TYPE_CHECKING:
+    from machined.storage.pools import Storage
 
 
 @dataclass
@@ -27,6 +31,8 @@ class State:
     # tasks, the HTTPS listener) act on it without a restart. A listener's error is the
     # request's error (the change stays stored: it was valid).
     config_listeners: list[ConfigListener] = field(default_factory=list)
+    # The storage pools (storage/pools.py); set by the daemon right after State is built.
+    storage: Storage = None  # type: ignore[assignment]
 
 
 ConfigListener = Callable[[dict[str, str], dict[str, str]], Awaitable[None]]

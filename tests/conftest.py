@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,39 @@ class Daemon:
     def instances(self) -> list[dict]:
         return json.loads(self.ok("list", "--format", "json"))
 
+    def api(self, method: str, path: str, data: object = None) -> object:
+        """A raw API call over the unix socket (waits for operations); errors raise
+        cli.errors.ApiError (status, message)."""
+        from cli.client import Client
+
+        client = Client(os.fspath(self.socket))
+        try:
+            return client.call(method, path, data)
+        finally:
+            client.close()
+
+    def instance_dir(self, name: str) -> Path:
+        """Where instance `name`'s volume is on the host (metadata.yaml, rootfs/): its pool
+        and volume read from the daemon's database (volumes are named once, at create, and
+        keep their names through renames). btrfs loop pools are mounted only inside the
+        daemon's mount namespace."""
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{self.root / 'database/machined.db'}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT storage_pool, volume FROM instances WHERE name = ?",
+                             [name]).fetchone()
+            assert row is not None, f"no instance {name!r}"
+            pool, volume = row
+            conf = db.execute("SELECT driver, config FROM storage_pools WHERE name = ?",
+                              [pool]).fetchone()
+        finally:
+            db.close()
+        source = json.loads(conf[1]).get("source", "") if conf else ""
+        if pool != "default" and conf[0] == "dir" and source:
+            return Path(source) / "containers" / volume
+        return self.root / "storage-pools" / pool / "containers" / volume
+
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
@@ -120,6 +153,55 @@ def _teardown(d: Daemon, base: Path) -> None:
                  if os.fspath(base) in line]
     shutil.rmtree(base, ignore_errors=True)
     assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def btrfs_pool(daemon: Daemon) -> Iterator[str]:
+    """A btrfs pool on a 3 GiB sparse loop file the daemon makes (in its MACHINED_DIR/disks),
+    shared by the session; deleted at the end, the instances on it first."""
+    name = "t5btrfs"
+    daemon.api("POST", "/1.0/storage-pools",
+               {"name": name, "driver": "btrfs", "config": {"size": "3GiB"}})
+    img = daemon.root / "disks" / f"{name}.img"
+    try:
+        yield name
+    finally:
+        delete_pool(daemon, name)
+    assert not img.exists()
+    deadline = time.monotonic() + 10
+    while os.fspath(img) in subprocess.run(["losetup", "-a"], capture_output=True,
+                                           text=True).stdout:
+        assert time.monotonic() < deadline, f"a loop device is left on {img}"
+        time.sleep(0.1)
+
+
+def delete_pool(daemon: Daemon, name: str) -> None:
+    """Delete the instances using pool `name`, then the pool."""
+    pool = daemon.api("GET", f"/1.0/storage-pools/{name}")
+    assert isinstance(pool, dict)
+    for url in pool.get("used_by") or []:
+        if url.startswith("/1.0/instances/"):
+            daemon.mc("delete", "--force", url.rsplit("/", 1)[1])
+    daemon.api("DELETE", f"/1.0/storage-pools/{name}")
+
+
+@pytest.fixture
+def dir_pool_factory(daemon: Daemon) -> Iterator[Callable[[str], str]]:
+    """make(name) -> name: a dir pool at a fresh source directory (outside MACHINED_DIR);
+    every pool made is deleted (with its instances) at the end of the test."""
+    made: list[tuple[str, Path]] = []
+
+    def make(name: str) -> str:
+        source = Path(tempfile.mkdtemp(prefix=f"machined-{name}-"))
+        daemon.api("POST", "/1.0/storage-pools",
+                   {"name": name, "driver": "dir", "config": {"source": os.fspath(source)}})
+        made.append((name, source))
+        return name
+
+    yield make
+    for name, source in made:
+        delete_pool(daemon, name)
+        shutil.rmtree(source, ignore_errors=True)
 
 
 def built_image(recipe: str, fmt: str) -> list[Path]:

@@ -2,7 +2,9 @@
 the server's keys. `mc config device ...` lives in cli/commands/device.py.
 
 Which argument is the instance (as lxc): a first argument holding a '.' or '=' is a key (instance
-names have neither), one ending in ':' is a remote (server keys), anything else an instance.
+names have neither), one ending in ':' is a remote (server keys), anything else an instance,
+or a snapshot (`c01/snap0`): `show`/`get` read the configuration it captured, `edit` changes its
+expiry and description (all a snapshot lets change).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cli.context import Env, pass_env
 from cli.errors import CliError
 from cli.lazy import LazyGroup
 from cli.output import render_yaml
-from cli.params import local_name, parse_key_value, parse_remote, url_part
+from cli.params import local_name, parse_key_value, parse_remote, split_snapshot, url_part
 from cli.yamledit import (
     edit_until_accepted,
     load_mapping,
@@ -48,6 +50,11 @@ EDIT_HELP = """\
 ### ephemeral: false
 ### description: ""
 """
+SNAPSHOT_EDIT_HELP = """\
+### This is a YAML representation of a snapshot.
+### Any line starting with a '#' will be ignored.
+### Only expires_at (RFC 3339, or empty for never) and description can be changed.
+"""
 
 
 def split_target(args: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -55,15 +62,13 @@ def split_target(args: list[str] | tuple[str, ...]) -> tuple[str | None, list[st
     if not args:
         return None, []
     first = args[0]
-    if "=" in first or "." in first:
+    # A snapshot's name may hold a '.' (c01/v1.2); keys hold no '/'.
+    if "=" in first or ("." in first and "/" not in first):
         return None, list(args)
     if first.endswith(":"):
         parse_remote(first)  # an unknown remote is an error
         return None, list(args[1:])
-    name = local_name(first)
-    if "/" in name:
-        raise CliError(f'Snapshot configuration is not supported yet: "{first}"')
-    return name, list(args[1:])
+    return local_name(first), list(args[1:])
 
 
 def parse_set_args(rest: list[str]) -> dict[str, str]:
@@ -154,7 +159,85 @@ def resolve_target(env: Env, args: list[str] | tuple[str, ...]
 
 
 def _instance_url(name: str) -> str:
-    return f"/1.0/instances/{url_part(name)}"
+    """The URL of an instance or of an `inst/snap` snapshot."""
+    inst, snap = split_snapshot(name)
+    if snap is None:
+        return f"/1.0/instances/{url_part(inst)}"
+    if not inst or not snap:
+        raise CliError(f'Invalid snapshot "{name}": expected <instance>/<snapshot>')
+    return f"/1.0/instances/{url_part(inst)}/snapshots/{url_part(snap)}"
+
+
+def _refuse_snapshot(name: str | None) -> None:
+    if name is not None and "/" in name:
+        raise CliError(f"A snapshot's configuration can't be changed ({name}); only its "
+                       f"expires_at and description can: mc config edit {name}")
+
+
+NEVER = "0001-01-01T00:00:00Z"
+
+
+def snapshot_yaml(snap: dict[str, Any], expanded: bool = False) -> str:
+    """`config show <inst>/<snap>`: what the snapshot captured, and when it expires."""
+    shown = {
+        "name": str(snap.get("name", "")).rpartition("/")[2],
+        "architecture": snap.get("architecture", ""),
+        "config": sorted_map(snap.get("expanded_config" if expanded else "config") or {}),
+        "devices": sorted_map(snap.get("expanded_devices" if expanded else "devices") or {}),
+        "ephemeral": bool(snap.get("ephemeral")),
+        "profiles": snap.get("profiles") or [],
+        "stateful": bool(snap.get("stateful")),
+        "description": snap.get("description") or "",
+        "created_at": snap.get("created_at") or "",
+        "expires_at": snap.get("expires_at") or NEVER,
+    }
+    return render_yaml(shown)
+
+
+def normal_expiry(value: Any) -> str:
+    """An expires_at from YAML (a string, or a datetime PyYAML made of it) as RFC 3339 UTC;
+    "" for never (empty, null or LXD's zero time)."""
+    from datetime import UTC, datetime
+
+    from cli.commands.snapshot import parse_date, rfc3339
+
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        when: datetime | None = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        text = str(value).strip()
+        if text.startswith("0001-01-01"):
+            return ""
+        when = parse_date(text)
+    if when is None:
+        raise CliError(f'Invalid expires_at "{value}": expected an RFC 3339 time like '
+                       f"2030-01-31T00:00:00Z, or {NEVER} / an empty value for never")
+    return "" if when.year <= 1 else rfc3339(when)
+
+
+def parse_snapshot_yaml(text: str, current: dict[str, Any]) -> dict[str, Any]:
+    """The PUT body of `config edit <inst>/<snap>`: expires_at and description (the rest of
+    a snapshot is what was captured and cannot change; other fields are ignored). {} when
+    nothing changed. A new expiry must lie in the future."""
+    from datetime import UTC, datetime
+
+    data = load_mapping(text)
+    body: dict[str, Any] = {}
+    if "expires_at" in data:
+        expiry = normal_expiry(data["expires_at"])
+        if expiry != normal_expiry(current.get("expires_at")):
+            if expiry and expiry <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"):
+                raise CliError(f"The new expires_at ({expiry}) is in the past")
+            body["expires_at"] = expiry
+    if "description" in data:
+        description = stringify(data["description"])
+        if description != (current.get("description") or ""):
+            body["description"] = description
+    if body:
+        body.setdefault("expires_at", normal_expiry(current.get("expires_at")))
+        body.setdefault("description", current.get("description") or "")
+    return body
 
 
 @click.group("config", cls=LazyGroup,
@@ -168,12 +251,14 @@ def config() -> None:
       mc config set c01 limits.memory 512MiB     (or limits.memory=512MiB, several at once)
       mc config get c01 limits.memory ; mc config unset c01 limits.memory
       mc config show c01 --expanded ; mc config edit c01 < c01.yaml
+      mc config show c01/snap0 ; mc config edit c01/snap0   (its expiry, description)
       mc config set images.auto_update_interval 24   (no instance: server keys)
     """
 
 
 @config.command("get")
-@click.argument("args", nargs=-1, required=True, metavar="[[<remote>:]<instance>] <key>")
+@click.argument("args", nargs=-1, required=True,
+                metavar="[[<remote>:]<instance>[/<snapshot>]] <key>")
 @click.option("-e", "--expanded", is_flag=True, help="Read the expanded configuration "
               "(profiles applied).")
 @pass_env
@@ -191,6 +276,9 @@ def get(env: Env, args: tuple[str, ...], expanded: bool) -> None:
         click.echo((client.get(SERVER).get("config") or {}).get(key, ""))
         return
     inst = client.get(_instance_url(name))
+    if key == "expires_at" and "/" in name:  # a snapshot's one changeable setting
+        click.echo(normal_expiry(inst.get("expires_at")))
+        return
     click.echo((inst.get("expanded_config" if expanded else "config") or {}).get(key, ""))
 
 
@@ -210,6 +298,7 @@ def set_cmd(env: Env, args: tuple[str, ...]) -> None:
     The keys, their values and defaults are listed in docs/config.md.
     """
     client, name, rest = resolve_target(env, args)
+    _refuse_snapshot(name)
     values = parse_set_args(rest)
     url = SERVER if name is None else _instance_url(name)
     client.patch(url, {"config": values})
@@ -223,6 +312,7 @@ def unset(env: Env, args: tuple[str, ...]) -> None:
 
     They go back to their defaults; limits are lifted at once on a running instance."""
     client, name, keys = resolve_target(env, args)
+    _refuse_snapshot(name)
     if not keys:
         raise click.UsageError("Missing <key>")
     url = SERVER if name is None else _instance_url(name)
@@ -232,7 +322,7 @@ def unset(env: Env, args: tuple[str, ...]) -> None:
 
 
 @config.command("show")
-@click.argument("target", required=False, metavar="[[<remote>:]<instance>]")
+@click.argument("target", required=False, metavar="[[<remote>:]<instance>[/<snapshot>]]")
 @click.option("-e", "--expanded", is_flag=True, help="Show the expanded configuration "
               "(profiles applied).")
 @pass_env
@@ -244,17 +334,21 @@ def show(env: Env, target: str | None, expanded: bool) -> None:
             raise click.UsageError("--expanded cannot be used with a server")
         click.echo(server_yaml(client.get(SERVER)), nl=False)
         return
-    click.echo(instance_yaml(client.get(_instance_url(name)), expanded), nl=False)
+    render_doc = snapshot_yaml if "/" in name else instance_yaml
+    click.echo(render_doc(client.get(_instance_url(name)), expanded), nl=False)
 
 
 @config.command("edit")
-@click.argument("target", required=False, metavar="[[<remote>:]<instance>]")
+@click.argument("target", required=False, metavar="[[<remote>:]<instance>[/<snapshot>]]")
 @pass_env
 def edit(env: Env, target: str | None) -> None:
     """Edit instance or server configuration (YAML).
 
     In $EDITOR on a terminal, else read from stdin (mc config edit c01 < c01.yaml)."""
     client, name, _rest = resolve_target(env, [target] if target else [])
+    if name is not None and "/" in name:
+        _edit_snapshot(client, name)
+        return
     url = SERVER if name is None else _instance_url(name)
     parse = parse_server_yaml if name is None else parse_instance_yaml
 
@@ -271,3 +365,18 @@ def edit(env: Env, target: str | None) -> None:
     else:
         text = EDIT_HELP + "\n" + instance_yaml(client.get(url))
     edit_until_accepted(text, apply, "the configuration")
+
+
+def _edit_snapshot(client: Client, name: str) -> None:
+    url = _instance_url(name)
+
+    def apply(text: str) -> None:
+        body = parse_snapshot_yaml(text, client.get(url) or {})
+        if body:
+            client.put(url, body)
+
+    if not sys.stdin.isatty():
+        apply(sys.stdin.read())
+        return
+    text = SNAPSHOT_EDIT_HELP + "\n" + snapshot_yaml(client.get(url))
+    edit_until_accepted(text, apply, "the snapshot")

@@ -136,7 +136,8 @@ def info(env: Env, name: str | None, show_log: bool) -> None:
     base = f"/1.0/instances/{url_part(inst_name)}"
     inst = client.get(base) or {}
     state = client.get(f"{base}/state") or {}
-    if "snapshots" not in inst:
+    snaps = inst.get("snapshots")
+    if not isinstance(snaps, list) or not all(isinstance(x, dict) for x in snaps):
         try:
             inst["snapshots"] = client.get(f"{base}/snapshots?recursion=1") or []
         except ApiError:  # snapshots are optional in the daemon

@@ -49,6 +49,14 @@ def _memory(inst: Instance) -> str:
     return format_bytes(usage) if usage else ""
 
 
+def _pool(inst: Instance) -> str:
+    """The storage pool of the root disk (type disk, path /) in the expanded devices."""
+    for dev in (inst.get("expanded_devices") or {}).values():
+        if isinstance(dev, dict) and dev.get("type") == "disk" and dev.get("path") == "/":
+            return str(dev.get("pool", ""))
+    return ""
+
+
 def _cpu(inst: Instance) -> str:
     usage = (_state(inst).get("cpu") or {}).get("usage")
     return f"{int(usage) // 1_000_000_000}s" if usage else ""
@@ -62,6 +70,7 @@ COLUMNS: dict[str, tuple[str, Callable[[Instance], str]]] = {
     "t": ("TYPE", instance_type),
     "S": ("SNAPSHOTS", lambda i: str(len(i.get("snapshots") or []))),
     "a": ("ARCHITECTURE", lambda i: str(i.get("architecture", ""))),
+    "b": ("STORAGE POOL", _pool),
     "c": ("CREATED AT", lambda i: format_time(i.get("created_at"))),
     "l": ("LAST USED AT", lambda i: format_time(i.get("last_used_at"))),
     "d": ("DESCRIPTION", lambda i: str(i.get("description", ""))),
@@ -192,7 +201,7 @@ def build_rows(
     "--columns",
     default=DEFAULT_COLUMNS,
     show_default=True,
-    help="Columns: n s 4 6 t S a c l d p N P m u f F, or config keys.",
+    help="Columns: n s 4 6 t S a b c l d p N P m u f F, or config keys.",
 )
 @format_option
 @click.option("--fast", is_flag=True, help="Same as -c nsacPt.")

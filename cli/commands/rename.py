@@ -1,4 +1,5 @@
-"""`mc rename OLD NEW` and `mc move OLD NEW` (alias `mv`) within one remote."""
+"""`mc rename OLD NEW` within one remote (instances and `inst/snap` snapshots). `mc move`,
+which also renames, is in cli/commands/copy.py."""
 
 from __future__ import annotations
 
@@ -34,21 +35,12 @@ def rename(env: Env, old: str, new: str) -> None:
     _rename(env, old, new)
 
 
-@click.command("move")
-@click.argument("old", metavar="[<remote>:]<instance>[/<snapshot>]")
-@click.argument("new", metavar="[<remote>:]<instance>[/<snapshot>]")
-@pass_env
-def move(env: Env, old: str, new: str) -> None:
-    """Move instances; only renames within one remote are supported."""
-    _rename(env, old, new)
-
-
 def _rename(env: Env, old: str, new: str) -> None:
     client, old_name = env.target(old)
     remote = env.split(old)[0]
     new_remote, new_name = env.split(new) if ":" in new.partition("/")[0] else (remote, new)
     if new_remote != remote:
-        raise CliError("Moving instances between remotes is not supported; "
-                       "rename within one remote")
+        raise CliError("Renaming between remotes is not supported: rename within one "
+                       "remote")
     url, body = rename_request(old_name, new_name)
     client.post(url, body)

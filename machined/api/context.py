@@ -6,10 +6,12 @@ from aiohttp import web
 
 from machined.images.service import ImageService
 from machined.instances.service import InstanceService
+from machined.instances.snapshots import SnapshotService
 from machined.state import State
-from machined.storage.dir import DirPool
+from machined.storage.pools import Storage
 
 STATE = web.AppKey("state", State)
 INSTANCES = web.AppKey("instances", InstanceService)
-POOL = web.AppKey("pool", DirPool)
+STORAGE = web.AppKey("storage", Storage)
 IMAGES = web.AppKey("images", ImageService)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotService)

@@ -4,6 +4,7 @@ aliases that point at them, nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from machined.api.access import is_trusted
-from machined.api.context import IMAGES, INSTANCES, POOL, STATE
+from machined.api.context import IMAGES, INSTANCES, STATE, STORAGE
 from machined.api.operations import Operation
 from machined.api.responses import async_response, json_body, sync
 from machined.db import images as db_images
@@ -119,7 +120,8 @@ async def _receive_multipart(request: web.Request, pool: Any) -> store.Upload:
 
 @routes.post("/1.0/images")
 async def create_image(request: web.Request) -> web.Response:
-    state, pool = request.app[STATE], request.app[POOL]
+    state = request.app[STATE]
+    pool = request.app[STORAGE].default  # uploads land in its tmp/ (the state dir's fs)
     content_type = request.content_type
     if content_type == "application/json":
         return await _create_from_source(request)
@@ -144,7 +146,7 @@ async def create_image(request: web.Request) -> web.Response:
                          f"expected {expected}")
 
     async def work(op: Operation) -> dict[str, Any]:
-        rec = await store.register(state, pool, upload, public=public,
+        rec = await store.register(state, upload, public=public,
                                    extra_properties={str(k): str(v)
                                                      for k, v in properties.items()})
         request.app[INSTANCES].refill_spare(rec.fingerprint)
@@ -206,7 +208,7 @@ async def _publish(request: web.Request, body: dict[str, Any], source: dict[str,
                    aliases: list[dict[str, str]], public: bool) -> web.Response:
     from machined.images import publish  # the publish helper's module, loaded on use
 
-    state, pool, instances = request.app[STATE], request.app[POOL], request.app[INSTANCES]
+    state, instances = request.app[STATE], request.app[INSTANCES]
     name = source.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"A source of type {source.get('type')} needs the name of the "
@@ -222,7 +224,7 @@ async def _publish(request: web.Request, body: dict[str, Any], source: dict[str,
                           compression=compression)
 
     async def work(op: Operation) -> dict[str, Any]:
-        rec = await publish.publish_instance(state, pool, instances, name, public=public,
+        rec = await publish.publish_instance(state, instances, name, public=public,
                                              aliases=aliases, properties=properties,
                                              compression=compression, op=op)
         op.resources["images"] = [f"/1.0/images/{rec.fingerprint}"]
@@ -289,13 +291,13 @@ async def _update(request: web.Request, patch: bool) -> web.Response:
 
 @routes.delete("/1.0/images/{fingerprint}")
 async def delete_image(request: web.Request) -> web.Response:
-    state, pool = request.app[STATE], request.app[POOL]
+    state = request.app[STATE]
     rec = _lookup(request)
 
     async def work(op: Operation) -> None:
         async with state.image_locks[rec.fingerprint]:
             db_images.delete(state.db, rec.fingerprint)
-            store.delete_files(state, pool, rec.fingerprint)
+            await asyncio.to_thread(store.delete_files, state, rec.fingerprint)
 
     op = state.operations.start("task", "Deleting image",
                                 {"images": [f"/1.0/images/{rec.fingerprint}"]}, work)

@@ -6,13 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from machined.api.context import INSTANCES, STATE
+from machined.api.context import INSTANCES, SNAPSHOTS, STATE
 from machined.api.operations import Operation
 from machined.api.responses import async_response, json_body, sync
 from machined.db import instances as db_instances
 from machined.errors import BadRequest
-from machined.instances import model
+from machined.instances import copying, model
 from machined.instances.service import InstanceService, random_name
+from machined.instances.snapshots import SnapshotService
 
 routes = web.RouteTableDef()
 
@@ -21,7 +22,8 @@ def _url(name: str) -> str:
     return f"/1.0/instances/{name}"
 
 
-def render(svc: InstanceService, name: str, recursion: int = 1) -> dict[str, Any]:
+def render(svc: InstanceService, name: str, recursion: int = 1,
+           snapshots: SnapshotService | None = None) -> dict[str, Any]:
     inst = svc.load(name)
     rec = inst.record
     status = svc.status(name)
@@ -36,7 +38,7 @@ def render(svc: InstanceService, name: str, recursion: int = 1) -> dict[str, Any
     }
     if recursion >= 2:
         body["state"] = svc.state_of(name)
-        body["snapshots"] = []
+        body["snapshots"] = snapshots.list(name) if snapshots is not None else []
     return body
 
 
@@ -60,7 +62,8 @@ async def list_instances(request: web.Request) -> web.Response:
     recursion = _recursion(request)
     if recursion == 0:
         return sync([_url(n) for n in names])
-    return sync([render(svc, n, recursion) for n in names])
+    snapshots = request.app[SNAPSHOTS]
+    return sync([render(svc, n, recursion, snapshots) for n in names])
 
 
 @routes.post("/1.0/instances")
@@ -74,6 +77,8 @@ async def create_instance(request: web.Request) -> web.Response:
         # Picked now, so the operation's resources name the instance (mc prints it at once)
         body["name"] = random_name()
     name = body["name"]
+    if (body.get("source") or {}).get("type") == "copy":
+        return _copy(request, body)
     svc.check_create(body)
 
     async def work(op: Operation) -> dict[str, Any] | None:
@@ -86,10 +91,26 @@ async def create_instance(request: web.Request) -> web.Response:
     return _op(request, "Creating instance", name, work)
 
 
+def _copy(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """POST /1.0/instances with source {type: copy, source: "c1[/snap]", instance_only}."""
+    svc, snapshots = request.app[INSTANCES], request.app[SNAPSHOTS]
+    req = copying.copy_request(body)
+    snapshots.check_copy(req)
+
+    async def work(op: Operation) -> dict[str, Any]:
+        created = await snapshots.copy(req, op)
+        if req.start:
+            await svc.start(created)
+        return {"name": created}
+
+    return _op(request, "Creating instance", req.name, work)
+
+
 @routes.get("/1.0/instances/{name}")
 async def get_instance(request: web.Request) -> web.Response:
     svc = request.app[INSTANCES]
-    return sync(render(svc, request.match_info["name"], max(1, _recursion(request))))
+    return sync(render(svc, request.match_info["name"], max(1, _recursion(request)),
+                       request.app[SNAPSHOTS]))
 
 
 @routes.put("/1.0/instances/{name}")
@@ -106,10 +127,26 @@ async def _update(request: web.Request, patch: bool) -> web.Response:
     svc = request.app[INSTANCES]
     name = request.match_info["name"]
     body = await json_body(request)
-    if body.get("restore"):
-        raise BadRequest("Snapshots are not supported yet")
+    if body.get("restore") and not patch:
+        return _restore(request, name, body)
     await svc.update(name, body, patch)
     return sync()
+
+
+def _restore(request: web.Request, name: str, body: dict[str, Any]) -> web.Response:
+    """PUT /1.0/instances/<n> {"restore": "snap"} (the rest of the body is ignored, as LXD)."""
+    snapshots = request.app[SNAPSHOTS]
+    snap = body["restore"]
+    if not isinstance(snap, str):
+        raise BadRequest(f"restore must be a snapshot name, not {snap!r}")
+    copying.refuse_stateful(bool(body.get("stateful")))
+    db_instances.get(request.app[STATE].db, name)
+    snapshots.check_restore(name, snap)
+
+    async def work(op: Operation) -> None:
+        await snapshots.restore(name, snap, op)
+
+    return _op(request, "Restoring snapshot", name, work)
 
 
 @routes.post("/1.0/instances/{name}")
@@ -117,6 +154,12 @@ async def rename_instance(request: web.Request) -> web.Response:
     svc = request.app[INSTANCES]
     name = request.match_info["name"]
     body = await json_body(request)
+    if body.get("migration") or body.get("live"):
+        raise BadRequest("Migrating instances to another server is not supported: move "
+                         "within this server (a new name and/or --storage pool)")
+    pool = body.get("pool") or None
+    if pool is not None:
+        return _move(request, name, body.get("name") or None, pool)
     new = body.get("name")
     if not new:
         raise BadRequest("Rename needs a new name")
@@ -126,6 +169,22 @@ async def rename_instance(request: web.Request) -> web.Response:
         await svc.rename(name, new)
 
     return _op(request, "Renaming instance", name, work)
+
+
+def _move(request: web.Request, name: str, new: Any, pool: Any) -> web.Response:
+    """POST /1.0/instances/<n> {name, pool} (Incus InstancePost.pool): to another pool."""
+    snapshots = request.app[SNAPSHOTS]
+    for key, value in (("name", new), ("pool", pool)):
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"{key} must be a string, not {value!r}")
+    snapshots.check_move(name, new, pool)
+
+    async def work(op: Operation) -> dict[str, Any]:
+        moved = await snapshots.move(name, new, pool, op)
+        op.resources["instances"] = [_url(moved)]
+        return {"name": moved}
+
+    return _op(request, "Moving instance", name, work)
 
 
 @routes.delete("/1.0/instances/{name}")

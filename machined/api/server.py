@@ -18,32 +18,39 @@ from machined.api import (
     routes_instances,
     routes_profiles,
     routes_server,
+    routes_snapshots,
+    routes_storage,
 )
 from machined.api.access import trust_middleware
-from machined.api.context import IMAGES, INSTANCES, POOL, STATE
+from machined.api.context import IMAGES, INSTANCES, SNAPSHOTS, STATE, STORAGE
 from machined.api.https import HTTPS, HttpsEndpoint
 from machined.api.responses import error_middleware
 from machined.images.service import ImageService
 from machined.instances.service import InstanceService
+from machined.instances.snapshots import SnapshotService
 from machined.state import State
-from machined.storage.dir import DirPool
+from machined.storage.pools import Storage
 
 
-def build_app(state: State, pool: DirPool, instances: InstanceService,
-              images: ImageService | None = None) -> web.Application:
+def build_app(state: State, storage: Storage, instances: InstanceService,
+              images: ImageService | None = None,
+              snapshots: SnapshotService | None = None) -> web.Application:
     # trust_middleware runs inside error_middleware: its refusals are LXD error envelopes.
     app = web.Application(middlewares=[error_middleware, trust_middleware],
                           client_max_size=1 << 40)
     app[STATE] = state
     app[HTTPS] = HttpsEndpoint(state)
-    app[POOL] = pool
+    app[STORAGE] = storage
     app[INSTANCES] = instances
-    app[IMAGES] = images if images is not None else ImageService(state, pool, instances)
+    app[IMAGES] = images if images is not None else ImageService(state, storage, instances)
+    app[SNAPSHOTS] = snapshots if snapshots is not None else SnapshotService(instances)
     for table in (routes_server.routes, routes_instances.routes, routes_exec.routes,
                   routes_images.alias_routes, routes_image_export.routes, routes_images.routes,
                   routes_profiles.routes, routes_certificates.routes):
         app.add_routes(table)
     app.add_routes(routes_files.routes)
+    app.add_routes(routes_snapshots.routes)
+    app.add_routes(routes_storage.routes)
     return app
 
 

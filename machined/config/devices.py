@@ -50,6 +50,9 @@ bit_rate = v.Validator("a bit rate such as 100Mbit or 1Gbit",
                        lambda value: bool(_BITRATE.match(value)))
 network_name = v.Validator("a network name of letters, digits, '.', '_' and '-'",
                            lambda value: bool(_NAME.match(value)))
+# Whether the pool exists is checked where the instance is made (NotFound).
+pool_name = v.Validator("a storage pool name of 1 to 63 letters, digits, '.', '_' and '-'",
+                        lambda value: bool(_NAME.match(value)))
 
 
 def _ip(version: int) -> Callable[[str], bool]:
@@ -96,7 +99,7 @@ DISK_KEYS: dict[str, v.Validator] = {
 }
 ROOT_DISK_KEYS: dict[str, v.Validator] = {
     "path": container_path,
-    "pool": v.one_of("default"),
+    "pool": pool_name,
 }
 UNIX_KEYS: dict[str, v.Validator] = {
     "source": host_path,

@@ -26,7 +26,6 @@ def _table(*rows: ConfigKey) -> dict[str, ConfigKey]:
 
 K = ConfigKey
 _AUTOSTART = "autostart is not implemented"
-_SNAPSHOTS = "scheduled snapshots are not implemented"
 _IDMAP = "every container gets the default id map"
 
 INSTANCE_KEYS: dict[str, ConfigKey] = _table(
@@ -83,14 +82,21 @@ INSTANCE_KEYS: dict[str, ConfigKey] = _table(
     K("security.protection.start", "bool", "false", v.is_bool, True,
       "Refuse to start the instance.", "start does not check it"),
     K("snapshots.expiry", "string", "", v.is_expiry, True,
-      "Lifetime of scheduled snapshots, e.g. 1M 2H 3d 4w 5m 6y (minutes, hours, days, weeks, "
-      "months, years; S for seconds).", _SNAPSHOTS),
+      "Lifetime of new snapshots, e.g. 1M 2H 3d 4w 5m 6y (minutes, hours, days, weeks, "
+      "months, years; S for seconds); written into each snapshot when it is taken "
+      "(mc snapshot --expiry/--no-expiry override it), so a later change leaves existing "
+      "snapshots alone."),
     K("snapshots.pattern", "string", "snap%d", v.is_snapshot_pattern, True,
-      "Name template of snapshots; %d (at most once) is the next free number.", _SNAPSHOTS),
+      "Name of snapshots taken without one. %d (at most once) becomes one more than the "
+      "highest number in use (0 at first); {{ creation_date|date:\"2006-01-02_15-04\" }} "
+      "becomes the time (UTC) in a Go layout. A name already taken gets -0, -1... appended."),
     K("snapshots.schedule", "string", "", v.is_schedule, True,
-      "When to take snapshots: cron (0 6 * * *) or @hourly, @daily, @midnight, @weekly, "
-      "@monthly, @annually, @yearly, @startup, @never; several separated by ', '.",
-      _SNAPSHOTS),
+      "When to take snapshots (UTC): cron (0 6 * * *) or @hourly, @daily, @midnight, "
+      "@weekly, @monthly, @annually, @yearly, @startup (when the daemon starts), @never; "
+      "several separated by ', '. A daemon that was down takes one snapshot for the missed "
+      "times, not one per missed time."),
+    K("snapshots.schedule.stopped", "bool", "false", v.is_bool, True,
+      "Also take scheduled snapshots of the instance while it is stopped."),
 )
 
 # Namespaces whose keys are free-form; the value is validated, and the part after the prefix

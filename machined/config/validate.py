@@ -299,7 +299,14 @@ def _single_line(value: str) -> bool:
 
 
 def _snapshot_pattern(value: str) -> bool:
-    return value.count("%d") <= 1 and _single_line(value)
+    if not _single_line(value):
+        return False
+    # The template renderer lives with the names it makes; imported here, not at the top,
+    # because instances/schedule.py imports this module.
+    from machined.instances.schedule import check_pattern
+
+    check_pattern(value)
+    return True
 
 
 is_any = Validator("any value", lambda v: True)
@@ -321,5 +328,7 @@ is_schedule = Validator(_SCHEDULE_ACCEPTS, _parses(check_schedule))
 is_listen_address = Validator("a listen address like :8443, 0.0.0.0:8443, [::]:8443 or "
                               "host.example:8443", _parses(check_listen_address))
 single_line = Validator("a single line (no newline or NUL characters)", _single_line)
-is_snapshot_pattern = Validator("a name template with at most one %d, on one line",
-                                _snapshot_pattern)
+is_snapshot_pattern = Validator(
+    "a name template on one line with at most one %d and only "
+    "{{ creation_date|date:\"2006-01-02\" }} expressions, giving a valid snapshot name",
+    _snapshot_pattern)

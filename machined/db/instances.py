@@ -154,3 +154,11 @@ def switch_volume(db: Database, name: str, pool: str, volume: str,
         if config is not None:
             _write_config(db, row[0], config)
     return str(row[1])
+
+
+def pools_from_image(db: Database, fingerprint: str) -> list[str]:
+    """Pools holding instances made from image `fingerprint` (volatile.base_image)."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT i.storage_pool FROM instances i JOIN instances_config c ON "
+        "c.instance_id = i.id WHERE c.key = 'volatile.base_image' AND c.value = ? "
+        "ORDER BY i.storage_pool", [fingerprint]).fetchall()]

@@ -144,3 +144,10 @@ def volumes_in_pool(db: Database, pool: str) -> set[str]:
     return {r[0] for r in db.execute(
         "SELECT s.volume FROM instances_snapshots s JOIN instances i ON i.id = s.instance_id "
         "WHERE i.storage_pool = ?", [pool]).fetchall()}
+
+
+def set_volume(db: Database, snapshot_id: int, volume: str) -> None:
+    """Point a snapshot row at another (complete) volume: part of a move's commit."""
+    if db.execute("UPDATE instances_snapshots SET volume = ? WHERE id = ?",
+                  [volume, snapshot_id]).rowcount == 0:
+        raise NotFound(f"Snapshot {snapshot_id} not found")

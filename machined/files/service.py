@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from machined import runtime
-from machined.db import instances as db_instances
 from machined.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound
 from machined.files import model
 from machined.files.model import PushHeaders
@@ -57,8 +56,7 @@ class FileService:
         self.instances = instances
 
     def _rootfs(self, name: str) -> str:
-        db_instances.get(self.state.db, name)  # NotFound for an unknown instance
-        return os.fspath(self.state.paths.rootfs(name))
+        return os.fspath(self.instances.instance_dir(name) / "rootfs")  # NotFound if unknown
 
     def id_ranges(self, name: str) -> tuple[model.IdRanges, model.IdRanges]:
         """Ids the container can see. The rootfs stores container ids unshifted (the runtime

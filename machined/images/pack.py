@@ -38,12 +38,11 @@ class PublishPlan:
 
 
 def check_source(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError("The publish source needs an instance name")
-    if "/" in name:
-        inst = name.split("/", 1)[0]
-        raise ValueError(f"Snapshots are not supported yet, so {name!r} cannot be "
-                         f"published: publish the instance {inst!r} itself")
+    """An instance name, or instance/snapshot."""
+    if (not isinstance(name, str) or not name or name.startswith("/")
+            or name.endswith("/")):
+        raise ValueError(f"The publish source needs an instance name (or instance/snapshot), "
+                         f"not {name!r}")
     return name
 
 

@@ -23,11 +23,12 @@ from machined.config.schema import SERVER_KEYS
 from machined.db import images as db_images
 from machined.db import instances as db_instances
 from machined.db import settings
+from machined.db import snapshots as db_snapshots
 from machined.errors import BadRequest, Conflict, InternalError, NotFound
 from machined.images import format as image_format
 from machined.images import pack, store
 from machined.state import State
-from machined.storage.dir import DirPool, remove_tree
+from machined.storage.copy import remove_tree
 
 if TYPE_CHECKING:
     from machined.instances.service import InstanceService
@@ -58,17 +59,27 @@ def check_publish(state: State, instances: InstanceService, name: object, *,
     if argv is not None and shutil.which(argv[0], path=_tool_path()) is None:
         raise BadRequest(f"Compression {plan.compression!r} needs the {argv[0]} program, "
                          "which is not installed on the server")
-    db_instances.get(state.db, plan.name)  # NotFound
+    instance, snapshot = _split(plan.name)
+    db_instances.get(state.db, instance)  # NotFound
+    if snapshot is not None:
+        db_snapshots.get(state.db, instance, snapshot)  # NotFound
     for alias, _ in plan.aliases:
         if _alias_exists(state, alias):
             raise Conflict(f"Image alias {alias!r} already exists: choose another name or "
                            "delete the alias first (mc publish --reuse replaces it)")
-    _check_stopped(instances, plan.name)
+    if snapshot is None:  # a snapshot does not change: no need to stop anything
+        _check_stopped(instances, plan.name)
     return plan
 
 
-async def publish_instance(state: State, pool: DirPool, instances: InstanceService,
-                           name: str, *, public: bool, aliases: list[dict[str, Any]],
+def _split(source: str) -> tuple[str, str | None]:
+    """"c01" -> ("c01", None); "c01/snap" -> ("c01", "snap")."""
+    instance, sep, snapshot = source.partition("/")
+    return instance, (snapshot if sep else None)
+
+
+async def publish_instance(state: State, instances: InstanceService, name: str, *,
+                           public: bool, aliases: list[dict[str, Any]],
                            properties: dict[str, str], compression: str | None,
                            op: Any) -> db_images.ImageRecord:
     """Publish stopped instance `name` as a new image (not cached, never auto-updated or
@@ -79,13 +90,14 @@ async def publish_instance(state: State, pool: DirPool, instances: InstanceServi
     if _PUBLISH_LOCK.locked():
         _progress(op, "Waiting for another publish to finish")
     async with _PUBLISH_LOCK:
-        async with state.instance_locks[plan.name]:
-            _check_stopped(instances, plan.name)
-            upload = await _pack_instance(state, pool, plan, op)
+        async with state.instance_locks[_split(plan.name)[0]]:
+            if _split(plan.name)[1] is None:
+                _check_stopped(instances, plan.name)
+            upload = await _pack_instance(state, instances, plan, op)
         packed = time.monotonic()
         _progress(op, "Unpacking the new image")
-        record, created = await _register(state, pool, upload, bool(public))
-        await _create_aliases(state, pool, record.fingerprint, plan.aliases,
+        record, created = await _register(state, upload, bool(public))
+        await _create_aliases(state, record.fingerprint, plan.aliases,
                               remove_image=created)
     log.info("Published instance %s as image %s (%s, %d bytes, pack %.1f s, total %.1f s)",
              plan.name, record.fingerprint[:12], plan.compression, record.size,
@@ -112,13 +124,13 @@ def _check_stopped(instances: InstanceService, name: str) -> None:
                        "mc publish --force")
 
 
-async def _register(state: State, pool: DirPool, upload: store.Upload,
+async def _register(state: State, upload: store.Upload,
                     public: bool) -> tuple[db_images.ImageRecord, bool]:
     """The new image, and whether this publish created it. Publishing an unchanged instance
     twice within a second makes the same bytes (creation_date counts seconds): the image
     that exists already is then this publish's result too."""
     try:
-        return await store.register(state, pool, upload, public=public), True
+        return await store.register(state, upload, public=public), True
     except Conflict:
         if not db_images.exists(state.db, upload.fingerprint):
             raise
@@ -129,7 +141,7 @@ async def _register(state: State, pool: DirPool, upload: store.Upload,
     return record, False
 
 
-async def _create_aliases(state: State, pool: DirPool, fingerprint: str,
+async def _create_aliases(state: State, fingerprint: str,
                           aliases: tuple[tuple[str, str], ...], *, remove_image: bool) -> None:
     """All of them or none; when one was taken meanwhile, the image this publish created
     goes too (a publish that fails leaves nothing behind)."""
@@ -144,23 +156,33 @@ async def _create_aliases(state: State, pool: DirPool, fingerprint: str,
             raise
         async with state.image_locks[fingerprint]:
             db_images.delete(state.db, fingerprint)
-            await asyncio.to_thread(store.delete_files, state, pool, fingerprint)
+            await asyncio.to_thread(store.delete_files, state, fingerprint)
         raise Conflict(f"{e.message} (created while publishing): the published image was "
                        "removed") from None
 
 
 # ---------------------------------------------------------------------------- packing
 
-async def _pack_instance(state: State, pool: DirPool, plan: pack.PublishPlan,
+async def _pack_instance(state: State, instances: InstanceService, plan: pack.PublishPlan,
                          op: Any) -> store.Upload:
-    record = db_instances.get(state.db, plan.name)
-    container = state.paths.container(plan.name)
+    instance, snapshot = _split(plan.name)
+    record = db_instances.get(state.db, instance)
+    container = instances.instance_dir(instance)
+    if snapshot is not None:  # its volume, with the architecture and config it recorded
+        shot = db_snapshots.get(state.db, instance, snapshot)
+        container = instances.pool_of(record).volume_path("snapshots", shot.volume)
+        record = db_instances.InstanceRecord(name=plan.name, architecture=shot.architecture,
+                                             created_at=shot.created_at, config=shot.config)
+    # Staging and the tarball on the state directory's filesystem: the tarball is renamed
+    # into images/ when registered.
+    pool = state.storage.default
     rootfs = container / "rootfs"
     if not _is_real_dir(rootfs):
         raise NotFound(f"Root filesystem of instance {plan.name!r} is missing")
     metadata = _new_metadata(container, record, plan)
-    staging = pool.temp_path(f"publish-{plan.name}")
-    tarball = pool.temp_path(f"publish-{plan.name}.tar")
+    label = plan.name.replace("/", "-")  # instance/snapshot
+    staging = pool.temp_path(f"publish-{label}")
+    tarball = pool.temp_path(f"publish-{label}.tar")
     try:
         staging.mkdir(mode=0o700)
         meta_path = staging / "metadata.yaml"

@@ -22,11 +22,12 @@ import logging
 import platform
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from machined import clock
 from machined.config.schema import SERVER_KEYS
 from machined.db import images as db_images
+from machined.db import instances as db_instances
 from machined.db import settings
 from machined.errors import BadRequest, Conflict, NotFound
 from machined.images import policy, store
@@ -39,7 +40,9 @@ from machined.images.download import (
     open_server,
 )
 from machined.state import State
-from machined.storage.dir import DirPool
+
+if TYPE_CHECKING:
+    from machined.storage.pools import Storage
 
 log = logging.getLogger("machined.images")
 
@@ -55,12 +58,27 @@ def host_arch() -> str:
 
 
 class ImageService:
-    def __init__(self, state: State, pool: DirPool, instances: Any) -> None:
+    def __init__(self, state: State, storage: Storage, instances: Any) -> None:
         self.state = state
-        self.pool = pool
+        self.storage = storage
         self.instances = instances  # InstanceService (spare copies after a download)
         self._fetch_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._refresh_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # Spare copies
+
+    def spare_pools(self, fingerprint: str) -> list[str]:
+        """Where launches from this image are expected: the pools holding instances made
+        from it, else the default pool."""
+        return db_instances.pools_from_image(self.state.db, fingerprint) or ["default"]
+
+    def refill_spares(self) -> None:
+        """At daemon start: a spare copy of every image instances were made from, in each
+        pool they were made in (spares of a stopped daemon may have been taken or lost)."""
+        for image in db_images.list_all(self.state.db):
+            if image.last_used_at:
+                for pool in self.spare_pools(image.fingerprint):
+                    self.instances.refill_spare(image.fingerprint, pool)
 
     # Configuration
 
@@ -76,7 +94,7 @@ class ImageService:
         return value.lower() in ("true", "1", "yes", "on")
 
     def _server(self, source: Source) -> RemoteServer:
-        return open_server(source, self.state.paths, self.pool.temp_path,
+        return open_server(source, self.state.paths, self.storage.default.temp_path,
                            proxies=Proxies.from_config(settings.get_all(self.state.db)),
                            host_arch=host_arch())
 
@@ -126,7 +144,7 @@ class ImageService:
                 def progress(text: str) -> None:
                     op.set_metadata(download_progress=text)
             upload = await server.download(remote, progress)
-            rec = await store.register(self.state, self.pool, upload, public=public,
+            rec = await store.register(self.state, upload, public=public,
                                        extra_properties=remote.properties)
             try:
                 with self.state.db.atomic():
@@ -227,7 +245,8 @@ class ImageService:
                     self._server(source).invalidate()
             await self._replace(old, new, now)
         if old.last_used_at:
-            self.instances.refill_spare(new.fingerprint)
+            for pool in self.spare_pools(old.fingerprint):
+                self.instances.refill_spare(new.fingerprint, pool)
         log.info("Refreshed image %s -> %s (%s from %s)", fingerprint[:12],
                  new.fingerprint[:12], source.name, source.server)
         return True, new.fingerprint
@@ -250,8 +269,7 @@ class ImageService:
                 db_images.set_flags(db, new.fingerprint, public=old.public or new.public)
                 db_images.move_aliases(db, old.fingerprint, new.fingerprint)
                 db_images.delete(db, old.fingerprint)
-            await asyncio.to_thread(store.delete_files, self.state, self.pool,
-                                    old.fingerprint)
+            await asyncio.to_thread(store.delete_files, self.state, old.fingerprint)
 
     async def update_pass(self) -> None:
         """Refresh every auto-updating image whose own last check is older than
@@ -299,8 +317,7 @@ class ImageService:
                         current.last_used_at, current.uploaded_at, days, clock.now()):
                     continue
                 db_images.delete(self.state.db, rec.fingerprint)
-                await asyncio.to_thread(store.delete_files, self.state, self.pool,
-                                        rec.fingerprint)
+                await asyncio.to_thread(store.delete_files, self.state, rec.fingerprint)
             deleted.append(rec.fingerprint)
             log.info("Deleted cached image %s: unused for more than %d days",
                      rec.fingerprint[:12], days)
@@ -313,4 +330,4 @@ class ImageService:
                 db_images.delete(self.state.db, fp)
             except NotFound:
                 pass
-            await asyncio.to_thread(store.delete_files, self.state, self.pool, fp)
+            await asyncio.to_thread(store.delete_files, self.state, fp)

@@ -1,19 +1,27 @@
-"""The local image store: receive uploads, verify, unpack once into the pool, record in the
-database; resolve aliases and fingerprint prefixes; delete."""
+"""The local image store: receive uploads, verify, unpack once into the default pool (and
+into any other pool when an instance is first made there), record in the database; resolve
+aliases and fingerprint prefixes; delete (from every pool)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from machined.db import images as db_images
-from machined.errors import BadRequest, Conflict, NotFound
+from machined.errors import BadRequest, Conflict, MachinedError, NotFound
 from machined.state import State
-from machined.storage.dir import DirPool, remove_tree
+
+if TYPE_CHECKING:
+    from machined.images.format import ImageMetadata
+    from machined.storage.base import Pool
+
+log = logging.getLogger("machined.images")
 
 
 @dataclass
@@ -62,58 +70,73 @@ def resolve(state: State, name: str) -> db_images.ImageRecord:
         raise NotFound(f"Image {name!r} not found (no such alias or fingerprint)") from None
 
 
-async def register(state: State, pool: DirPool, upload: Upload, *, public: bool,
+async def register(state: State, upload: Upload, *, public: bool,
                    extra_properties: dict[str, str] | None = None) -> db_images.ImageRecord:
-    """Unpack and validate the upload, then keep its files and record it. On any failure
-    nothing of it remains: not the files, not the volume, not a row."""
-    from machined.images import format as image_format
-    from machined.images import unpack
-
+    """Unpack and validate the upload into the default pool, then keep its files and record
+    it. On any failure nothing of it remains: not the files, not the volume, not a row."""
     fp = upload.fingerprint
+    pool = state.storage.default
     async with state.image_locks[fp]:
         if db_images.exists(state.db, fp):
             _discard(upload)
             raise Conflict(f"Image with same fingerprint already exists: {fp}")
-        volume_tmp = pool.temp_path(f"image-{fp[:12]}")
         try:
-            if upload.rootfs is None:
-                await asyncio.to_thread(unpack.unpack_unified, upload.meta, volume_tmp)
-            else:
-                await asyncio.to_thread(unpack.unpack_split, upload.meta, upload.rootfs,
-                                        volume_tmp)
-            metadata = image_format.load_metadata(volume_tmp / "metadata.yaml")
-        except image_format.ImageFormatError as e:
-            remove_tree(volume_tmp)
-            _discard(upload)
-            raise BadRequest(f"Invalid image: {e}") from None
+            # A volume no row names is a leftover (say of a delete interrupted midway).
+            if pool.image_volume_exists(fp) or pool.image_volume(fp).exists():
+                await asyncio.to_thread(pool.delete_image_volume, fp)
+            metadata = await asyncio.to_thread(_unpack_volume, pool, fp, upload.meta,
+                                               upload.rootfs)
         except BaseException:
-            remove_tree(volume_tmp)
             _discard(upload)
             raise
-        state.paths.images.mkdir(parents=True, exist_ok=True, mode=0o700)
-        image_file = state.paths.images / fp
-        os.rename(upload.meta, image_file)
-        if upload.rootfs is not None:
-            os.rename(upload.rootfs, state.paths.images / f"{fp}.rootfs")
-        volume = state.paths.image_volume(fp)
-        if volume.exists():
-            remove_tree(volume)
-        os.rename(volume_tmp, volume)
-        properties = dict(metadata.properties)
-        properties.update(extra_properties or {})
-        record = db_images.ImageRecord(
-            fingerprint=fp, size=upload.size, architecture=metadata.architecture,
-            uploaded_at=now(), public=public, split=upload.rootfs is not None,
-            properties=properties,
-            created_at=datetime.fromtimestamp(metadata.creation_date, UTC)
-            .isoformat().replace("+00:00", "Z"),
-            filename=properties.get("description", fp[:12]))
         try:
+            state.paths.images.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.rename(upload.meta, state.paths.images / fp)
+            if upload.rootfs is not None:
+                os.rename(upload.rootfs, state.paths.images / f"{fp}.rootfs")
+            properties = dict(metadata.properties)
+            properties.update(extra_properties or {})
+            record = db_images.ImageRecord(
+                fingerprint=fp, size=upload.size, architecture=metadata.architecture,
+                uploaded_at=now(), public=public, split=upload.rootfs is not None,
+                properties=properties,
+                created_at=datetime.fromtimestamp(metadata.creation_date, UTC)
+                .isoformat().replace("+00:00", "Z"),
+                filename=properties.get("description", fp[:12]))
             db_images.create(state.db, record)
         except BaseException:
-            delete_files(state, pool, fp)
+            _discard(upload)
+            delete_files(state, fp)
             raise
         return db_images.get(state.db, fp)
+
+
+def _unpack_volume(pool: Pool, fp: str, meta: Path, rootfs: Path | None) -> ImageMetadata:
+    """Make image volume `fp` in `pool` from the image files (blocking); its metadata.
+    Invalid images raise BadRequest, and leave no volume."""
+    from machined.images import format as image_format
+    from machined.images import unpack
+
+    found: list[ImageMetadata] = []
+
+    def fill(volume: Path) -> None:
+        # unpack wants a destination that does not exist; the volume does (on btrfs it is
+        # a subvolume), so unpack below it and move the three entries up (same filesystem).
+        staged = volume / ".unpacked"
+        if rootfs is None:
+            report = unpack.unpack_unified(meta, staged)
+        else:
+            report = unpack.unpack_split(meta, rootfs, staged)
+        for entry in os.listdir(staged):
+            os.rename(staged / entry, volume / entry)
+        os.rmdir(staged)
+        found.append(report.metadata)
+
+    try:
+        pool.create_image_volume(fp, fill)
+    except image_format.ImageFormatError as e:
+        raise BadRequest(f"Invalid image: {e}") from None
+    return found[0]
 
 
 def _discard(upload: Upload) -> None:
@@ -122,25 +145,29 @@ def _discard(upload: Upload) -> None:
             path.unlink(missing_ok=True)
 
 
-def delete_files(state: State, pool: DirPool, fp: str) -> None:
+def delete_files(state: State, fp: str) -> None:
+    """The kept files, and the image's volume (with its spares) in every available pool
+    (blocking, no database access: callers run it in a thread). A pool unavailable now keeps
+    its copy until the next start that finds it (no row names it then)."""
     for path in (state.paths.images / fp, state.paths.images / f"{fp}.rootfs"):
         path.unlink(missing_ok=True)
-    pool.delete_image_volume(fp)
+    for pool in state.storage.available():
+        try:
+            pool.delete_image_volume(fp)
+        except (MachinedError, OSError) as e:
+            log.warning("Image %s: its volume in pool %s stays until the next start: %s",
+                        fp[:12], pool.name, getattr(e, "message", e))
 
 
-async def ensure_volume(state: State, pool: DirPool, record: db_images.ImageRecord) -> None:
-    """Re-unpack an image volume from the kept files if it went missing."""
-    from machined.images import unpack
-
+async def ensure_volume(state: State, pool: Pool, record: db_images.ImageRecord) -> None:
+    """Unpack image `record` into `pool` from the kept files if that pool has no volume of
+    it yet (first instance there) or it went missing."""
     fp = record.fingerprint
     async with state.image_locks[fp]:
         if pool.image_volume_exists(fp):
             return
-        tmp = pool.temp_path(f"image-{fp[:12]}")
+        if pool.image_volume(fp).exists():  # incomplete: a leftover
+            await asyncio.to_thread(pool.delete_image_volume, fp)
         meta = state.paths.images / fp
-        if record.split:
-            await asyncio.to_thread(unpack.unpack_split, meta,
-                                    state.paths.images / f"{fp}.rootfs", tmp)
-        else:
-            await asyncio.to_thread(unpack.unpack_unified, meta, tmp)
-        os.rename(tmp, state.paths.image_volume(fp))
+        rootfs = state.paths.images / f"{fp}.rootfs" if record.split else None
+        await asyncio.to_thread(_unpack_volume, pool, fp, meta, rootfs)

@@ -35,6 +35,29 @@ def expand(profiles: list[tuple[dict[str, str], dict[str, dict[str, str]]]],
     return exp_config, exp_devices
 
 
+DEFAULT_POOL = "default"
+
+
+def root_pool(expanded_devices: Mapping[str, Mapping[str, str]]) -> str:
+    """The storage pool of an instance's root disk (`path: /`): its `pool` key, or the
+    default pool when it names none or there is no root disk."""
+    for dev in expanded_devices.values():
+        if dev.get("type") == "disk" and dev.get("path") == "/":
+            return dev.get("pool") or DEFAULT_POOL
+    return DEFAULT_POOL
+
+
+def root_pool_change(name: str, current: str, expanded_devices: Mapping[str, Mapping[str, str]]
+                     ) -> str | None:
+    """The refusal when a change would move instance `name` (whose root volume is on pool
+    `current`) to another pool: LXD refuses changing the root pool in place, a move copies."""
+    wanted = root_pool(expanded_devices)
+    if wanted == current:
+        return None
+    return (f"Instance {name!r} is on pool {current!r}; move it with: mc move {name} "
+            f"--storage {wanted}")
+
+
 def exec_environment(requested: Mapping[str, str], config: Mapping[str, str], uid: int,
                      has_snap: bool = False) -> dict[str, str]:
     """As LXD: the request wins, then environment.* keys, then defaults for what is unset."""

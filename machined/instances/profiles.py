@@ -74,6 +74,7 @@ class ProfileService:
         rec = db_profiles.ProfileRecord(
             name=name, description=str(body.get("description") or ""),
             config=_set(_config(body.get("config"))), devices=_devices(body.get("devices")))
+        self.instances.check_device_pools(rec.devices)
         db_profiles.create(self.state.db, rec)
         log.info("Created profile %s", name)
         return name
@@ -92,6 +93,7 @@ class ProfileService:
                 new.config = _set(_config(body.get("config")))
                 new.devices = _devices(body.get("devices"))
                 new.description = str(body.get("description") or "")
+            self.instances.check_device_pools(new.devices)
             users = db_profiles.used_by(self.state.db, name)
             # Validate every user's result and store without awaiting in between, so no
             # instance change can slip in between the check and the write.
@@ -124,6 +126,10 @@ class ProfileService:
         except BadRequest as e:
             raise BadRequest(f"Profile {profile.name!r} not changed: for instance {name!r}: "
                              f"{e.message}") from None
+        # The root volume stays where it is: moving it is a copy (mc move --storage).
+        refusal = model.root_pool_change(name, rec.storage_pool, devices)
+        if refusal is not None:
+            raise BadRequest(f"Profile {profile.name!r} not changed: {refusal}")
 
     async def _reapply(self, name: str) -> None:
         try:

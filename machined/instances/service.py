@@ -10,8 +10,10 @@ import os
 import platform
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from machined import clock, runtime
 from machined.config import devices as devmod
@@ -19,12 +21,18 @@ from machined.config import validate_instance_config
 from machined.db import images as db_images
 from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
-from machined.errors import BadRequest, Conflict, Forbidden, NotFound
+from machined.db import snapshots as db_snapshots
+from machined.db import storage_pools as db_storage_pools
+from machined.errors import BadRequest, Conflict, Forbidden, MachinedError, NotFound
 from machined.images import store
 from machined.instances import model, templates
 from machined.runtime import rootfs as inroot
 from machined.state import State
-from machined.storage.dir import DirPool
+from machined.storage.model import new_volume_name
+
+if TYPE_CHECKING:
+    from machined.storage.base import Pool
+    from machined.storage.pools import Storage
 
 log = logging.getLogger("machined.instances")
 SPARE_QUIET_SECONDS = 10.0
@@ -59,22 +67,45 @@ class Reverter:
         self._stack.close()
 
 
+class AsyncReverter:
+    """Reverter whose undo steps may be coroutines (volume deletes are async)."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+
+    def add(self, undo: Any, *args: Any) -> None:
+        self._stack.callback(undo, *args)
+
+    def add_async(self, undo: Any, *args: Any) -> None:
+        self._stack.push_async_callback(undo, *args)
+
+    def success(self) -> None:
+        self._stack.pop_all()
+
+    async def __aenter__(self) -> AsyncReverter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
 class InstanceService:
-    def __init__(self, state: State, pool: DirPool) -> None:
+    def __init__(self, state: State, storage: Storage) -> None:
         self.state = state
-        self.pool = pool
-        self._refilling: set[str] = set()
+        self.storage = storage
+        self._refilling: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_launch = 0.0
         # images.service.ImageService, set by the daemon: launches from remote servers.
         self.remote_images: Any = None
 
-    def refill_spare(self, fingerprint: str) -> None:
-        """Prepare the next container's copy of this image in the background."""
-        if fingerprint in self._refilling:
+    def refill_spare(self, fingerprint: str, pool: str = model.DEFAULT_POOL) -> None:
+        """Prepare the next container's copy of this image in pool `pool` in the background
+        (a no-op on pools whose volumes are instant)."""
+        if (pool, fingerprint) in self._refilling:
             return
-        self._refilling.add(fingerprint)
-        task = asyncio.get_running_loop().create_task(self._refill(fingerprint))
+        self._refilling.add((pool, fingerprint))
+        task = asyncio.get_running_loop().create_task(self._refill(fingerprint, pool))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -84,21 +115,24 @@ class InstanceService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _refill(self, fingerprint: str) -> None:
+    async def _refill(self, fingerprint: str, pool_name: str) -> None:
         try:
             # A copy competes with a booting container for the disk (I/O priorities do not
             # help under mq-deadline), so wait until launches have been quiet for a while.
             while (wait := self._last_launch + SPARE_QUIET_SECONDS - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            await self.pool.make_spare(fingerprint)
+            pool = self.storage.get(pool_name)
+            await pool.make_spare(fingerprint)
             # Not under the image lock (a launch must never wait for a refill), so the image
             # may have been deleted meanwhile: then its spare goes too.
             if not db_images.exists(self.state.db, fingerprint):
-                await asyncio.to_thread(self.pool.delete_spares, fingerprint)
+                await asyncio.to_thread(pool.delete_spares, fingerprint)
         except Exception as e:
-            log.warning("Could not prepare a spare copy of image %s: %s", fingerprint[:12], e)
+            message = getattr(e, "message", None) or e
+            log.warning("Could not prepare a spare copy of image %s in pool %s: %s",
+                        fingerprint[:12], pool_name, message)
         finally:
-            self._refilling.discard(fingerprint)
+            self._refilling.discard((pool_name, fingerprint))
 
     # Reading
 
@@ -109,9 +143,18 @@ class InstanceService:
                                        rec.config, rec.devices)
         return Instance(rec, config, devices)
 
-    def check_devices(self, profiles: list[str], devices: dict[str, Any]) -> None:
+    def pool_of(self, rec: db_instances.InstanceRecord) -> Pool:
+        """The pool holding the instance's volumes (raises if it is unavailable)."""
+        return self.storage.get(rec.storage_pool)
+
+    def instance_dir(self, name: str) -> Path:
+        """The instance's volume directory (metadata.yaml, templates/, rootfs/)."""
+        return self.storage.instance_dir(db_instances.get(self.state.db, name))
+
+    def check_devices(self, profiles: list[str], devices: dict[str, Any]
+                      ) -> dict[str, dict[str, str]]:
         """Validate an instance's own devices, then what they expand to with its profiles
-        (raises NotFound for a missing profile)."""
+        (raises NotFound for a missing profile); returns the expanded devices."""
         devmod.validate_devices(devices)
         for i, profile in enumerate(profiles):
             if profile in profiles[:i]:
@@ -120,18 +163,42 @@ class InstanceService:
         _config, expanded = model.expand([({}, d) for d in layers], {}, devices)
         devmod.validate_expanded(expanded)
         self._check_disk_sources(expanded)
+        return expanded
 
     def _check_disk_sources(self, devices: dict[str, dict[str, str]]) -> None:
         """Disk sources are opened on the host, following host links: one below the state
-        directory (rootfs trees that containers write) could be swapped for a link to /."""
+        directory or a storage pool (rootfs trees that containers write) could be swapped
+        for a link to /."""
         state_root = os.path.realpath(self.state.paths.root)
+        pools = self._pool_roots()
         for name, dev in devices.items():
             source = dev.get("source", "") if dev.get("type") == "disk" else ""
             real = os.path.realpath(source) if source else ""
-            if real and (real == state_root or real.startswith(state_root + "/")):
+            if not real:
+                continue
+            if _inside(real, state_root):
                 raise BadRequest(
                     f"Device {name!r}: source {source} is inside machined's state directory "
                     f"{state_root}, which instances can write to: use a host path outside it")
+            for pool, root in pools:
+                if _inside(real, root):
+                    raise BadRequest(
+                        f"Device {name!r}: source {source} is inside storage pool {pool!r} "
+                        f"({root}), which instances can write to: use a host path outside it")
+
+    def _pool_roots(self) -> list[tuple[str, str]]:
+        """(pool, real root) of every pool, available or not (an unavailable pool's source
+        directory still holds volumes)."""
+        roots = []
+        for rec in db_storage_pools.list_all(self.state.db):
+            try:
+                root = os.fspath(self.storage.get(rec.name).root)
+            except MachinedError:
+                root = rec.config.get("source", "")
+                if not root.startswith("/"):
+                    continue  # a block device or nothing: mounted below the state dir
+            roots.append((rec.name, os.path.realpath(root)))
+        return roots
 
     def running(self, name: str) -> runtime.RunningContainer | None:
         return runtime.find(self.state.paths.run(name))
@@ -182,7 +249,8 @@ class InstanceService:
         validate_instance_config(config)
         profiles = request.get("profiles")
         profiles = ["default"] if profiles is None else list(profiles)
-        self.check_devices(profiles, request.get("devices") or {})
+        expanded = self.check_devices(profiles, request.get("devices") or {})
+        self.check_pool(model.root_pool(expanded))
         source = request.get("source") or {}
         if source.get("type", "image") != "image":
             raise BadRequest(f"Unsupported instance source type {source.get('type')!r}: "
@@ -198,6 +266,13 @@ class InstanceService:
             raise BadRequest("Instance source needs an image alias or fingerprint")
         return store.resolve(self.state, image_name)
 
+    def check_pool(self, name: str) -> Pool:
+        """The pool an instance's root disk names: NotFound when there is no such pool, the
+        reason when it cannot be used now (say its disk is missing)."""
+        if name not in db_storage_pools.names(self.state.db):
+            raise NotFound(f"Storage pool {name!r} not found")
+        return self.storage.get(name)
+
     async def create(self, request: dict[str, Any], op: Any = None) -> str:
         image = self.check_create(request)
         if image is None:  # from a remote: a cached copy, or downloaded now (with progress)
@@ -212,13 +287,18 @@ class InstanceService:
         async with self.state.instance_locks[name]:
             if db_instances.exists(self.state.db, name):
                 raise Conflict(f"Instance {name!r} already exists")
+            pool_name = model.root_pool(self.check_devices(profiles, devices))
+            pool = self.check_pool(pool_name)
             self._last_launch = time.monotonic()
-            await store.ensure_volume(self.state, self.pool, image)
+            await store.ensure_volume(self.state, pool, image)
             if op is not None:
                 op.set_metadata(create_instance_from_image_progress="Copying image volume")
-            with Reverter() as revert:
-                await asyncio.to_thread(self.pool.create_from_image, image.fingerprint, name)
-                revert.add(self.pool.delete, name)
+            # Named once, never renamed: the row below is what makes this volume live (a
+            # crash before it leaves a volume no row names, removed at the next start).
+            volume = new_volume_name(name)
+            async with AsyncReverter() as revert:
+                await pool.create_from_image(image.fingerprint, volume)
+                revert.add_async(pool.delete_volume, "containers", volume)
                 full = dict(config)
                 for key, value in image.properties.items():
                     full.setdefault(f"image.{key}", value)
@@ -230,13 +310,13 @@ class InstanceService:
                     name=name, architecture=image.architecture or platform.machine(),
                     created_at=created, description=request.get("description") or "",
                     ephemeral=bool(request.get("ephemeral")), config=full, devices=devices,
-                    profiles=profiles))
+                    profiles=profiles, storage_pool=pool_name, volume=volume))
                 revert.add(db_instances.delete, self.state.db, name)
-                await self._apply_templates(name, "create")
+                await self.apply_templates(name, "create")
                 image.last_used_at = clock.now_iso()  # the clock cache expiry reads
                 db_images.update(self.state.db, image)
                 revert.success()
-        self.refill_spare(image.fingerprint)
+        self.refill_spare(image.fingerprint, pool_name)
         log.info("Created instance %s from image %s", name, image.fingerprint[:12])
         return name
 
@@ -244,13 +324,14 @@ class InstanceService:
 
     async def start(self, name: str) -> None:
         async with self.state.instance_locks[name]:
-            await self._start_locked(name)
+            await self.start_held(name)
 
-    async def _start_locked(self, name: str) -> None:
+    async def start_held(self, name: str) -> None:
+        """start() for a caller that already holds the instance's lock."""
         inst = self.load(name)
         if self.running(name) is not None:
             raise BadRequest(f"Instance {name!r} is already running")
-        await self._apply_templates(name, "start")
+        await self.apply_templates(name, "start")
         spec = self._launch_spec(inst)
         self._last_launch = time.monotonic()
         await asyncio.to_thread(runtime.start, spec)
@@ -259,10 +340,12 @@ class InstanceService:
         db_instances.touch(self.state.db, name, store.now())
         log.info("Started instance %s", name)
 
-    async def _apply_templates(self, name: str, trigger: str) -> None:
+    async def apply_templates(self, name: str, trigger: str) -> None:
+        """Render the image templates of `trigger` (create, start, copy) into the instance's
+        rootfs. The caller holds the instance's lock."""
         inst = self.load(name)
         written = await asyncio.to_thread(
-            templates.apply, self.state.paths.container(name), trigger, name,
+            templates.apply, self.storage.instance_dir(inst.record), trigger, name,
             inst.record.architecture, inst.expanded_config, inst.expanded_devices)
         if written:
             log.info("Rendered %s templates of %s: %s", trigger, name, ", ".join(written))
@@ -272,7 +355,7 @@ class InstanceService:
         name = inst.record.name
         privileged = config.get("security.privileged", "false").lower() in (
             "true", "1", "yes", "on")
-        rootfs = self.state.paths.rootfs(name)
+        rootfs = self.storage.instance_dir(inst.record) / "rootfs"
         if not rootfs.is_dir():
             raise NotFound(f"Root filesystem of instance {name!r} is missing")
         env = {k[len("environment."):]: v for k, v in config.items()
@@ -297,9 +380,10 @@ class InstanceService:
 
     async def stop(self, name: str, timeout: float = -1, force: bool = False) -> None:
         async with self.state.instance_locks[name]:
-            await self._stop_locked(name, timeout, force)
+            await self.stop_held(name, timeout, force)
 
-    async def _stop_locked(self, name: str, timeout: float, force: bool) -> None:
+    async def stop_held(self, name: str, timeout: float = -1, force: bool = False) -> None:
+        """stop() for a caller that already holds the instance's lock."""
         db_instances.get(self.state.db, name)
         container = self.running(name)
         if container is None:
@@ -317,8 +401,8 @@ class InstanceService:
     async def restart(self, name: str, timeout: float = -1, force: bool = False) -> None:
         async with self.state.instance_locks[name]:
             if self.running(name) is not None:
-                await self._stop_locked(name, timeout, force)
-            await self._start_locked(name)
+                await self.stop_held(name, timeout, force)
+            await self.start_held(name)
 
     async def freeze(self, name: str) -> None:
         async with self.state.instance_locks[name]:
@@ -338,6 +422,32 @@ class InstanceService:
             db_instances.set_config_keys(self.state.db, name,
                                          {"volatile.last_state.power": "RUNNING"})
 
+    @contextlib.asynccontextmanager
+    async def frozen_for_copy(self, name: str) -> AsyncIterator[None]:
+        """Hold a running instance still while its volume is copied: frozen (cgroup freezer)
+        for the duration when its pool cannot copy a live volume atomically, thawed after,
+        even on error. Stopped, already frozen (left frozen) or on an atomic pool: nothing
+        to do. The caller holds the instance's lock."""
+        rec = db_instances.get(self.state.db, name)
+        container = self.running(name)
+        freeze = (container is not None and not self.pool_of(rec).atomic_snapshots
+                  and not runtime.is_frozen(container))
+        if not freeze:
+            yield
+            return
+        assert container is not None
+        try:
+            await asyncio.to_thread(runtime.freeze, container)
+            yield
+        finally:
+            # Not through a thread: a cancelled copy (daemon stopping) must still thaw, and
+            # so must a freeze that timed out half-way.
+            try:
+                runtime.thaw(container)
+            except OSError as e:
+                if e.errno not in runtime.CGROUP_GONE:
+                    raise  # otherwise it stopped meanwhile: nothing left to thaw
+
     def _must_run(self, name: str) -> runtime.RunningContainer:
         db_instances.get(self.state.db, name)
         container = self.running(name)
@@ -354,13 +464,28 @@ class InstanceService:
                     "true", "1", "yes", "on"):
                 raise Forbidden(f"Instance {name!r} is protected: unset "
                                 "security.protection.delete first")
-            # The DB row goes first: a crash afterwards leaves an orphan directory, which is
-            # harmless, never a row pointing at a half-deleted rootfs.
+            # The DB row goes first (its snapshot rows cascade): a crash afterwards leaves
+            # volumes no row names, removed at the next start, never a row pointing at a
+            # half-deleted rootfs.
+            snapshots = db_snapshots.list_for(self.state.db, name)
             db_instances.delete(self.state.db, name)
-            await asyncio.to_thread(self.pool.delete, name)
+            await self._delete_volumes(inst.record, [s.volume for s in snapshots])
             for path in (self.state.paths.run(name), self.state.paths.logs(name)):
                 await asyncio.to_thread(_remove_dir, path)
         log.info("Deleted instance %s", name)
+
+    async def _delete_volumes(self, rec: db_instances.InstanceRecord,
+                              snapshots: list[str]) -> None:
+        """The volumes of a deleted instance row. Failing here is not the delete failing:
+        what stays is unreferenced and goes at the next daemon start."""
+        try:
+            pool = self.pool_of(rec)
+            await pool.delete_volume("containers", rec.volume)
+            for volume in snapshots:
+                await pool.delete_volume("snapshots", volume)
+        except (MachinedError, OSError) as e:
+            log.warning("Instance %s deleted; its volumes in pool %s stay until the next "
+                        "start: %s", rec.name, rec.storage_pool, getattr(e, "message", e))
 
     async def rename(self, name: str, new: str) -> None:
         model.check_name(new)
@@ -371,9 +496,9 @@ class InstanceService:
                 raise BadRequest(f"Instance {name!r} is running: stop it before renaming")
             if db_instances.exists(self.state.db, new):
                 raise Conflict(f"Instance {new!r} already exists")
+            # Volumes keep their names (the row maps name -> volume): only the row and the
+            # logs directory change.
             with Reverter() as revert:
-                self.pool.rename(name, new)
-                revert.add(self.pool.rename, new, name)
                 logs = self.state.paths.logs(name)
                 if logs.exists():
                     os.rename(logs, self.state.paths.logs(new))
@@ -404,7 +529,7 @@ class InstanceService:
                                else dict(put["devices"]))
             if put.get("profiles") is not None:
                 rec.profiles = list(put["profiles"])
-            self.check_devices(rec.profiles, rec.devices)
+            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices))
             if "description" in put:
                 rec.description = str(put["description"] or "")
             if "ephemeral" in put:
@@ -412,8 +537,24 @@ class InstanceService:
             # Live first: if the kernel refuses the new limits, nothing is stored.
             await self._apply_limits(name, self.load(name).expanded_config,
                                      self._expanded_config(rec))
-            self.check_devices(rec.profiles, rec.devices)  # a profile may have changed meanwhile
+            # A profile may have changed meanwhile.
+            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices))
             db_instances.update(self.state.db, rec)
+
+    def _check_root_pool(self, rec: db_instances.InstanceRecord,
+                         expanded: dict[str, dict[str, str]]) -> None:
+        self.check_device_pools(rec.devices)
+        refusal = model.root_pool_change(rec.name, rec.storage_pool, expanded)
+        if refusal is not None:
+            raise BadRequest(refusal)
+
+    def check_device_pools(self, devices: dict[str, dict[str, str]]) -> None:
+        """Root disks (of an instance or a profile) name pools that exist (LXD)."""
+        names = set(db_storage_pools.names(self.state.db))
+        for dev_name, dev in sorted(devices.items()):
+            pool = dev.get("pool")
+            if devmod.is_root_disk(dev) and pool and pool not in names:
+                raise BadRequest(f"Device {dev_name!r}: storage pool {pool!r} not found")
 
     async def apply_config(self, name: str) -> None:
         """Apply the live-updatable parts of `name`'s expanded config (limits) to its running
@@ -486,6 +627,10 @@ def _host_memory() -> int:
 def random_name() -> str:
     """A name for an instance created without one (the API picks it before answering)."""
     return "c" + uuid.uuid4().hex[:8]
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _remove_dir(path: os.PathLike[str]) -> None:

@@ -97,7 +97,9 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
             done = inroot.write_file(
                 os.fspath(volume / "rootfs"), path, text.encode(),
                 mode=rule.mode if rule.mode is not None else 0o644, uid=rule.uid or 0,
-                gid=rule.gid or 0, only_if_missing=rule.create_only and trigger == "create")
+                gid=rule.gid or 0,
+                # A copy starts from a finished instance: create_only files exist there.
+                only_if_missing=rule.create_only and trigger in ("create", "copy"))
         except FileNotFoundError:
             log.info("Skipped template %s of %s: its directory is missing", path, name)
             continue

@@ -24,6 +24,7 @@ class Pool(ABC):
     driver: str  # "dir" | "btrfs"
     config: dict[str, str]
     root: Path  # where images/, containers/, snapshots/, tmp/ live
+    tmp: Path  # scratch space on the volumes' filesystem (the default pool's is $MACHINED_DIR/tmp)
     # True when copy_volume of a live volume is a point-in-time copy (btrfs snapshots): a
     # running container then needs no freezing while it is snapshotted or copied.
     atomic_snapshots: bool = False
@@ -77,11 +78,18 @@ class Pool(ABC):
         """A full, independent copy of the volume directory `source` (of this pool or
         another) as <kind>/<volume>: made in tmp/, synced, renamed into place. btrfs with a
         source in the same pool: a subvolume snapshot (read-only when `readonly`). Cancelling
-        the task (daemon stop) or killing the daemon leaves only tmp/ to clean."""
+        the task (daemon stop) or killing the daemon leaves only tmp/ to clean. A failing
+        tool (cp: a full disk...) raises sys.run.CommandError and leaves no volume; an
+        existing <kind>/<volume> raises Conflict."""
 
     @abstractmethod
     async def delete_volume(self, kind: VolumeKind, volume: str) -> None:
-        """Renamed into tmp/ first (gone atomically), then removed. Missing is fine."""
+        """Gone atomically first (renamed into tmp/; a read-only btrfs subvolume, which
+        cannot move, is deleted in place, also atomic), then removed. Missing is fine."""
+
+    @abstractmethod
+    def delete_volume_blocking(self, kind: VolumeKind, volume: str) -> None:
+        """delete_volume for start-up reconciliation (before the event loop serves)."""
 
     # Spare copies (dir pools without reflinks); no-ops where volumes are instant
 

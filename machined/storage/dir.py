@@ -1,134 +1,200 @@
-"""The `dir` pool: image volumes unpacked once, containers as full copies of them.
-Copies go to a temporary name on the same filesystem and are renamed into place, so an
-interrupted copy never looks like a finished one."""
+"""The `dir` pool: image volumes unpacked once, instance and snapshot volumes as full copies.
+
+Copies go to a temporary name in tmp/ (same filesystem), are synced, and are renamed into
+place, so an interrupted copy never looks like a finished one. Spare copies of image volumes
+made ahead of time take the copy off a launch's critical path.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from machined.errors import Conflict, NotFound
-from machined.paths import Paths
-from machined.runtime import rootfs as inroot
-from machined.sys.run import CommandError, run, run_async
+from machined.storage import model
+from machined.storage.base import Pool, VolumeKind
+from machined.storage.copy import (
+    copy_tree,
+    fsync_dir,
+    remove_tree,
+    remove_tree_async,
+    sync_filesystem_blocking,
+)
+
+__all__ = ["DirPool", "remove_tree"]
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[VolumeKind, ...] = ("containers", "snapshots")
 
 
-class DirPool:
-    def __init__(self, paths: Paths) -> None:
-        self.paths = paths
+class DirPool(Pool):
+    driver = "dir"
+
+    def __init__(self, name: str, root: Path, tmp: Path, config: dict[str, str]) -> None:
+        self.name = name
+        self.root = root
+        self.tmp = tmp
+        self.config = config
 
     @property
     def spares(self) -> Path:
         """Complete copies of image volumes made ahead of time: a launch renames one into
         place instead of copying on its critical path. Each is a full, independent copy."""
-        return self.paths.pool / "spares"
+        return self.root / "spares"
 
     def prepare(self) -> None:
-        for d in (self.paths.pool / "images", self.paths.pool / "containers", self.paths.tmp,
+        for d in (self.root, self.root / "images", *(self.root / k for k in KINDS), self.tmp,
                   self.spares):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.remove_leftovers()
 
     def remove_leftovers(self) -> None:
         """Half-made copies from an interrupted daemon live only in tmp/."""
-        for entry in self.paths.tmp.iterdir():
-            remove_tree(entry)
+        for entry in sorted(self.tmp.iterdir()):
+            try:
+                remove_tree(entry)
+            except OSError as e:  # a pool stays usable; logged each start
+                log.error("Could not remove %s from pool %s: %s", entry, self.name, e)
 
     def temp_path(self, label: str) -> Path:
-        return self.paths.tmp / f"{label}.{uuid.uuid4().hex[:8]}"
+        return self.tmp / f"{label}.{uuid.uuid4().hex[:8]}"
+
+    # Image volumes
+
+    def image_volume(self, fingerprint: str) -> Path:
+        return self.root / "images" / model.check_volume_name(fingerprint)
 
     def image_volume_exists(self, fingerprint: str) -> bool:
-        return (self.paths.image_volume(fingerprint) / "rootfs").is_dir()
+        return (self.image_volume(fingerprint) / "rootfs").is_dir()
 
-    def create_from_image(self, fingerprint: str, name: str) -> Path:
-        source = self.paths.image_volume(fingerprint)
-        if not (source / "rootfs").is_dir():
-            raise NotFound(f"Image volume {fingerprint} is missing")
-        target = self.paths.container(name)
-        if target.exists():
-            raise Conflict(f"Storage volume for instance {name!r} already exists")
-        if not self._take_spare(fingerprint, target):
-            tmp = self.temp_path(f"container-{name}")
-            copy_tree(source, tmp)
+    def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
+        target = self.image_volume(fingerprint)
+        tmp = self.temp_path(f"image-{fingerprint[:12]}")
+        tmp.mkdir(mode=0o700)
+        try:
+            fill(tmp)
+            sync_filesystem_blocking(tmp)
+            self._discard(target, "replaced-image")
             os.rename(tmp, target)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        fsync_dir(target.parent)
         return target
+
+    def delete_image_volume(self, fingerprint: str) -> None:
+        self.delete_spares(fingerprint)
+        self._discard(self.image_volume(fingerprint), f"deleted-image-{fingerprint[:12]}")
+
+    # Instance and snapshot volumes
+
+    def volume_path(self, kind: VolumeKind, volume: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"unknown volume kind {kind!r}")
+        return self.root / kind / model.check_volume_name(volume)
+
+    def volumes(self, kind: VolumeKind) -> list[str]:
+        try:
+            return sorted(os.listdir(self.root / kind))
+        except FileNotFoundError:
+            return []
+
+    async def create_from_image(self, fingerprint: str, volume: str) -> Path:
+        source = self.image_volume(fingerprint)
+        if not (source / "rootfs").is_dir():
+            raise NotFound(f"Image volume {fingerprint} is missing in pool {self.name!r}")
+        target = self._free_target("containers", volume)
+        if not self._take_spare(fingerprint, target):
+            await self._copy_into_place(source, target)
+        return target
+
+    async def copy_volume(self, source: Path, kind: VolumeKind, volume: str, *,
+                          readonly: bool = False) -> Path:
+        """`readonly` cannot be enforced on a plain directory; snapshot volumes of a dir
+        pool are only ever read (and copied)."""
+        target = self._free_target(kind, volume)
+        await self._copy_into_place(source, target)
+        return target
+
+    async def delete_volume(self, kind: VolumeKind, volume: str) -> None:
+        trash = self._to_trash(self.volume_path(kind, volume), f"deleted-{volume}")
+        if trash is not None:
+            await remove_tree_async(trash)
+
+    def delete_volume_blocking(self, kind: VolumeKind, volume: str) -> None:
+        """For start-up reconciliation, before the event loop serves."""
+        self._discard(self.volume_path(kind, volume), f"deleted-{volume}")
+
+    # Spares
 
     def _take_spare(self, fingerprint: str, target: Path) -> bool:
         for spare in sorted(self.spares.glob(f"{fingerprint}.*")):
             try:
                 os.rename(spare, target)
-                return True
             except OSError:
                 continue  # taken by a concurrent create
+            fsync_dir(target.parent)
+            return True
         return False
 
     async def make_spare(self, fingerprint: str) -> None:
         """Copy the image volume into spares/ (via tmp/, renamed when complete). Async so
         that a stopping daemon cancels it (killing cp) instead of waiting for it."""
-        source = self.paths.image_volume(fingerprint)
+        source = self.image_volume(fingerprint)
         if any(self.spares.glob(f"{fingerprint}.*")) or not (source / "rootfs").is_dir():
             return
-        tmp = self.temp_path(f"spare-{fingerprint[:12]}")
-        try:
-            await run_async(["cp", "-a", "--reflink=auto", "--no-target-directory",
-                             os.fspath(source), os.fspath(tmp)])
-            # Written back before it counts as ready: a launch that takes it must not boot
-            # behind this copy's dirty pages, and a crash must not leave a spare with holes.
-            await run_async(["sync", "--file-system", os.fspath(tmp)])
-        except BaseException:
-            remove_tree(tmp)
-            raise
-        os.rename(tmp, self.spares / f"{fingerprint}.{uuid.uuid4().hex[:8]}")
-
-    def rename(self, old: str, new: str) -> None:
-        os.rename(self.paths.container(old), self.paths.container(new))
-
-    def delete(self, name: str) -> None:
-        path = self.paths.container(name)
-        if not path.exists():
-            return
-        # Rename first: the volume disappears atomically even if removal is interrupted.
-        trash = self.temp_path(f"deleted-{name}")
-        os.rename(path, trash)
-        remove_tree(trash)
+        await self._copy_into_place(source,
+                                    self.spares / f"{fingerprint}.{uuid.uuid4().hex[:8]}")
 
     def delete_spares(self, fingerprint: str) -> None:
         for spare in self.spares.glob(f"{fingerprint}.*"):
-            trash = self.temp_path("deleted-spare")
-            os.rename(spare, trash)
-            remove_tree(trash)
+            self._discard(spare, "deleted-spare")
 
-    def delete_image_volume(self, fingerprint: str) -> None:
-        self.delete_spares(fingerprint)
-        path = self.paths.image_volume(fingerprint)
-        if path.exists():
-            trash = self.temp_path(f"deleted-image-{fingerprint[:12]}")
-            os.rename(path, trash)
-            remove_tree(trash)
+    def resources(self) -> dict[str, dict[str, int]]:
+        return statvfs_space(self.root)
 
+    # Helpers
 
-def copy_tree(source: Path, target: Path) -> None:
-    """A full, faithful copy: owners, modes, xattrs, hard links, special files. coreutils cp
-    reflinks where the filesystem can and uses copy_file_range otherwise."""
-    try:
-        run(["cp", "-a", "--reflink=auto", "--no-target-directory", os.fspath(source),
-             os.fspath(target)])
-    except CommandError:
-        remove_tree(target)
-        raise
+    def _free_target(self, kind: VolumeKind, volume: str) -> Path:
+        target = self.volume_path(kind, volume)
+        if os.path.lexists(target):
+            raise Conflict(f"Storage volume {kind}/{volume} already exists in pool "
+                           f"{self.name!r}")
+        return target
 
-
-def remove_tree(path: Path) -> None:
-    """Works on directory fds, never follows symlinks inside the tree, and removes a tree of
-    any depth (not shutil.rmtree: it recurses, and a container can nest directories deeper
-    than Python's recursion limit, which made the instance undeletable and, once in tmp/,
-    stopped the daemon from starting)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    async def _copy_into_place(self, source: Path, target: Path) -> None:
+        tmp = self.temp_path(f"copy-{target.name[:40]}")
         try:
-            inroot.remove_tree_at(parent, path.name)
-        finally:
-            os.close(parent)
+            await copy_tree(source, tmp)
+        except asyncio.CancelledError:
+            raise  # a stopping daemon: cp is dead, tmp/ is emptied at the next start
+        except BaseException:
+            await remove_tree_async(tmp)
+            raise
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+
+    def _to_trash(self, path: Path, label: str) -> Path | None:
+        """Rename into tmp/ first: the volume disappears atomically even if its removal is
+        interrupted (tmp/ is emptied at the next start)."""
+        if not os.path.lexists(path):
+            return None
+        trash = self.temp_path(label[:60])
+        os.rename(path, trash)
+        return trash
+
+    def _discard(self, path: Path, label: str) -> None:
+        trash = self._to_trash(path, label)
+        if trash is not None:
+            remove_tree(trash)
+
+
+def statvfs_space(path: Path) -> dict[str, dict[str, int]]:
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    return {"space": {"used": total - st.f_bfree * st.f_frsize, "total": total}}

@@ -180,7 +180,7 @@ def test_bad_config_at_create_stores_nothing(daemon, api, tmp_path):
                      "alias": "no-such-image"}})
         assert e.value.status == 404
         assert "cfg1" not in [i["name"] for i in daemon.instances()]
-        assert not (daemon.root / "storage-pools/default/containers/cfg1").exists()
+        assert not list((daemon.root / "storage-pools/default/containers").glob("cfg1-*"))
         daemon.ok("init", fp[:12], "cfg1", "-c", "user.owner=alice")
         inst = api.get("/1.0/instances/cfg1")
         assert inst["config"]["user.owner"] == "alice"
@@ -230,7 +230,7 @@ def test_spare_copy_is_made_ahead_used_by_create_and_removed_with_the_image(daem
     (spare,) = spares.glob(f"{fp}.*")
     inode = os.stat(spare / "rootfs/marker").st_ino
     daemon.ok("init", "tiny5", "sp1")
-    rootfs = daemon.root / "storage-pools/default/containers/sp1/rootfs"
+    rootfs = daemon.instance_dir("sp1") / "rootfs"
     assert os.stat(rootfs / "marker").st_ino == inode, "create should take the spare"
     # It is a full copy: changing it leaves the image volume alone.
     (rootfs / "marker").write_bytes(b"changed")

@@ -118,7 +118,9 @@ def test_console_log_is_kept(daemon, box):
 def test_init_rename_delete(daemon, busybox_image):
     daemon.ok("init", busybox_image, "b2")
     assert _info(daemon, "b2")["status"] == "Stopped"
+    volume = daemon.instance_dir("b2")
     daemon.ok("rename", "b2", "b3")
+    assert daemon.instance_dir("b3") == volume and volume.is_dir()  # renames keep the volume
     names = [i["name"] for i in daemon.instances()]
     assert "b3" in names and "b2" not in names
     daemon.ok("start", "b3")
@@ -126,7 +128,7 @@ def test_init_rename_delete(daemon, busybox_image):
     assert res.code == 1 and "stop it first" in res.err
     daemon.ok("delete", "b3", "--force")
     assert "b3" not in [i["name"] for i in daemon.instances()]
-    assert not (daemon.root / "storage-pools/default/containers/b3").exists()
+    assert not volume.exists()
 
 
 def test_privileged_container(daemon, busybox_image):

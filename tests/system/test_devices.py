@@ -279,7 +279,7 @@ def test_disk_source_inside_the_state_directory_is_refused(daemon, busybox_image
                                                           hostdir):
     """A rootfs is container-writable: a source below it could be swapped for a link to /."""
     name = _new(daemon, busybox_image, created, "p-statesrc", start=False)
-    inside = daemon.root / "storage-pools/default/containers/p-statesrc/rootfs/tmp"
+    inside = daemon.instance_dir(name) / "rootfs/tmp"
     res = daemon.mc("config", "device", "add", name, "s", "disk", f"source={inside}",
                     "path=/mnt/s")
     assert res.code == 1 and "is inside machined's state directory" in res.err

@@ -49,7 +49,7 @@ def escape(daemon: Daemon, busybox_image: str):
 
 
 def rootfs(daemon: Daemon, name: str) -> Path:
-    return daemon.root / "storage-pools/default/containers" / name / "rootfs"
+    return daemon.instance_dir(name) / "rootfs"
 
 
 def inside(daemon: Daemon, name: str, *argv: str) -> str:

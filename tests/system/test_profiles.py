@@ -228,7 +228,7 @@ def test_profile_devices(daemon, busybox_image, cleanup, tmp_path):
      "Key 'volatile.uuid' is read-only: volatile.* keys are set by machined"),
     (("set", "p-val", "no.such.key=1"), "Unknown instance configuration key 'no.such.key'"),
     (("device", "add", "p-val", "d", "disk", "path=/", "pool=fast"),
-     "Invalid value 'fast' for key 'pool' of device 'd': expected one of: default"),
+     "Device 'd': storage pool 'fast' not found"),
     (("device", "add", "p-val", "d", "unix-char", "path=/dev/x", "mode=999"),
      "Invalid value '999' for key 'mode' of device 'd': expected an octal file mode such as "
      "0660"),

@@ -53,7 +53,7 @@ def source(daemon, busybox_image, made):
               f"echo '{MARKER}' > /root/marker && ln -s /etc/shadow /root/shadow && "
               "ln -s / /root/hostroot && mkfifo /root/fifo")
     daemon.ok("stop", "pb-src")
-    rootfs = daemon.root / "storage-pools/default/containers/pb-src/rootfs"
+    rootfs = daemon.instance_dir("pb-src") / "rootfs"
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(os.fspath(rootfs / "root/sock"))
     sock.close()
@@ -98,7 +98,7 @@ def test_published_image_launches_with_the_instance_files(daemon, published, mad
     assert daemon.ok("exec", "pb-new", "--", "cat", "/etc/hostname").strip() == "pb-new"
     assert daemon.ok("exec", "pb-new", "--", "hostname").strip() == "pb-new"
     assert "pb-new" in daemon.ok("exec", "pb-new", "--", "cat", "/etc/hosts")
-    rootfs = daemon.root / "storage-pools/default/containers/pb-new/rootfs"
+    rootfs = daemon.instance_dir("pb-new") / "rootfs"
     assert os.getxattr(rootfs / "root/marker", "user.published") == b"yes"
     assert os.readlink(rootfs / "root/shadow") == "/etc/shadow"
     assert stat.S_ISFIFO(os.lstat(rootfs / "root/fifo").st_mode)
@@ -171,7 +171,7 @@ def test_running_instance_is_refused_then_published_with_force(daemon, source, m
 
 def test_force_starts_the_instance_again_when_publishing_fails(daemon, source):
     daemon.ok("start", source)
-    template = daemon.root / "storage-pools/default/containers" / source / "templates/hosts.tpl"
+    template = daemon.instance_dir(source) / "templates/hosts.tpl"
     saved = template.read_bytes()
     try:
         res = daemon.mc("publish", source, "--force", "--alias", "pb-img")
@@ -247,8 +247,8 @@ def test_bad_requests_are_one_line_and_leave_nothing(daemon, source, published, 
 @pytest.mark.parametrize("body, message", [
     ({"source": {"type": "instance", "name": "pb-src"}, "compression_algorithm": "rar"},
      "Invalid compression algorithm 'rar': accepted are bzip2"),
-    ({"source": {"type": "snapshot", "name": "pb-src/snap0"}},
-     "Snapshots are not supported yet"),
+    ({"source": {"type": "snapshot", "name": "pb-src/nosnap"}},
+     "Snapshot 'nosnap' of instance 'pb-src' not found"),
     ({"source": {"type": "instance", "name": "pb-nope"}}, "'pb-nope' not found"),
     ({"source": {"type": "instance", "name": "pb-src"}, "aliases": [{"name": "pb-img"}]},
      "'pb-img' already exists"),
@@ -264,9 +264,9 @@ def test_api_refusals(daemon, api, source, published, body, message):
     assert tmp_leftovers(daemon) == []
 
 
-def test_snapshot_source_from_the_cli(daemon, source):
-    res = daemon.mc("publish", f"{source}/snap0", "--alias", "pb-snap")
-    assert res.code == 1 and "Snapshots are not supported yet" in res.err
+def test_missing_snapshot_source_from_the_cli(daemon, source):
+    res = daemon.mc("publish", f"{source}/nosnap", "--alias", "pb-snap")
+    assert res.code == 1 and "Snapshot 'nosnap' of instance 'pb-src' not found" in res.err
 
 
 def test_properties_expiry_and_public(daemon, source, made):
@@ -312,7 +312,7 @@ def publish_on(daemon, *args: str) -> str:
 
 def test_reuse_moves_the_alias_and_deletes_the_old_image(daemon, source, made):
     old = publish(daemon, made, source, "--alias", "pb-reuse")
-    rootfs = daemon.root / "storage-pools/default/containers" / source / "rootfs"
+    rootfs = daemon.instance_dir(source) / "rootfs"
     (rootfs / "root/changed").write_text("new content\n")
     new = publish(daemon, made, source, "--alias", "pb-reuse", "--reuse")
     assert new != old
@@ -364,7 +364,7 @@ def test_daemon_stopping_mid_publish_leaves_nothing():
     with spawn_daemon() as other:
         other.ok("image", "import", *map(os.fspath, built_image("busybox", "unified")))
         other.ok("init", built_image_fp(), "pb-cut")
-        rootfs = other.root / "storage-pools/default/containers/pb-cut/rootfs"
+        rootfs = other.instance_dir("pb-cut") / "rootfs"
         (rootfs / "noise").write_bytes(os.urandom(48 << 20))  # xz takes its time on this
         client = Client(os.fspath(other.socket))
         op = client.post("/1.0/images", {"source": {"type": "instance", "name": "pb-cut"},

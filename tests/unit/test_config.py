@@ -116,7 +116,7 @@ REFUSALS = [
      "separated by spaces, each unit at most once"),
     ("snapshots.pattern", "snap%d-%d",
      "Invalid value 'snap%d-%d' for instance key 'snapshots.pattern': expected a name "
-     "template with at most one %d, on one line"),
+     "template with at most one %d"),
 ]
 
 

@@ -31,11 +31,11 @@ def test_split_target(args, target, rest):
     assert split_target(args) == (target, rest)
 
 
-def test_split_target_refuses_unknown_remotes_and_snapshots():
+def test_split_target_refuses_unknown_remotes_and_takes_snapshots():
     with pytest.raises(CliError, match='The remote "far" doesn\'t exist'):
         split_target(["far:c01", "k=v"])
-    with pytest.raises(CliError, match="Snapshot configuration is not supported yet"):
-        split_target(["c01/snap0", "k=v"])
+    assert split_target(["c01/snap0", "k=v"]) == ("c01/snap0", ["k=v"])
+    assert split_target(["c01/v1.2", "k"]) == ("c01/v1.2", ["k"])
 
 
 @pytest.mark.parametrize("rest,values", [

@@ -49,8 +49,9 @@ def test_accepts_valid_devices(config):
      "required, shift, source"),
     ("root", {"type": "disk", "path": "/", "size": "10GiB"},
      "Unknown key 'size' for root disk device 'root': accepted are path, pool"),
-    ("root", {"type": "disk", "path": "/", "pool": "fast"},
-     "Invalid value 'fast' for key 'pool' of device 'root': expected one of: default"),
+    ("root", {"type": "disk", "path": "/", "pool": "fa/st"},
+     "Invalid value 'fa/st' for key 'pool' of device 'root': expected a storage pool name of "
+     "1 to 63 letters, digits, '.', '_' and '-'"),
     ("d", {"type": "disk", "source": "/a"},
      "Disk device 'd' needs key 'path': the mount point inside the instance (/ for the root "
      "disk)"),

@@ -46,3 +46,25 @@ def test_runtime_limits():  # all the keys: test_config_limits.py
                                    "limits.processes": "200"}, 2**30)
     assert limits == {"memory": str(512 * 2**20), "cpu_count": "2", "processes": "200"}
     assert model.runtime_limits({"limits.memory": "50%"}, 2**30) == {"memory": str(2**29)}
+
+
+def test_root_pool_is_the_root_disks_pool_or_default():
+    from machined.instances.model import root_pool
+
+    assert root_pool({}) == "default"
+    assert root_pool({"root": {"type": "disk", "path": "/"}}) == "default"
+    assert root_pool({"data": {"type": "disk", "path": "/mnt", "source": "/srv"},
+                      "r": {"type": "disk", "path": "/", "pool": "fast"}}) == "fast"
+    assert root_pool({"data": {"type": "disk", "path": "/mnt", "pool": "x", "source": "/s"}}) \
+        == "default"
+
+
+def test_root_pool_change_names_the_move_command():
+    from machined.instances.model import root_pool_change
+
+    devices = {"root": {"type": "disk", "path": "/", "pool": "fast"}}
+    assert root_pool_change("c01", "fast", devices) is None
+    assert root_pool_change("c01", "default", devices) == (
+        "Instance 'c01' is on pool 'default'; move it with: mc move c01 --storage fast")
+    assert root_pool_change("c01", "fast", {}) == (
+        "Instance 'c01' is on pool 'fast'; move it with: mc move c01 --storage default")

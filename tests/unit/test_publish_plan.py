@@ -48,11 +48,12 @@ def test_bad_compression_says_what_is_accepted() -> None:
         pack.plan("c01", aliases=None, properties=None, compression="gzip -9")
 
 
-def test_snapshot_sources_are_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="Snapshots are not supported yet.*'c01' itself"):
-        pack.plan("c01/snap0", aliases=None, properties=None, compression=None)
-    with pytest.raises(ValueError, match="needs an instance name"):
-        pack.plan("", aliases=None, properties=None, compression=None)
+def test_snapshot_sources_are_accepted_and_empty_names_refused() -> None:
+    assert pack.plan("c01/snap0", aliases=None, properties=None,
+                     compression=None).name == "c01/snap0"
+    for bad in ("", "/snap0", "c01/"):
+        with pytest.raises(ValueError, match="needs an instance name"):
+            pack.plan(bad, aliases=None, properties=None, compression=None)
 
 
 @pytest.mark.parametrize("aliases, message", [

@@ -1,0 +1,401 @@
+"""Storage: the daemon's pools, from their DB rows to mounted, prepared Pool objects.
+
+`load()` seeds the `default` dir pool and opens every pool (mounting those machined mounts);
+a pool that cannot be opened stays listed, Unavailable with its reason, and `get()` raises
+that reason. Creating a pool validates purely first, makes it (undone on failure) and writes
+the DB row last; deleting is refused while instances or profiles use it. `reconcile()` (at
+start, before serving) removes every volume no DB row names: what an interrupted create,
+copy, snapshot or delete left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from machined import clock
+from machined.db import images as db_images
+from machined.db import instances as db_instances
+from machined.db import profiles as db_profiles
+from machined.db import snapshots as db_snapshots
+from machined.db import storage_pools as db_pools
+from machined.errors import BadRequest, Conflict, MachinedError, NotFound
+from machined.storage import btrfs, model
+from machined.storage.base import Pool
+from machined.storage.copy import remove_tree
+from machined.storage.dir import KINDS, DirPool
+from machined.sys.run import CommandError
+
+if TYPE_CHECKING:
+    from machined.state import State
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+LAYOUT = ("images", "containers", "snapshots", "spares", "tmp")
+
+
+class PoolUnavailable(MachinedError):
+    status = 503
+
+
+class Storage:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.paths = state.paths
+        self._pools: dict[str, Pool] = {}
+        self._unavailable: dict[str, str] = {}
+        self._lock = asyncio.Lock()  # pool create/update/delete, one at a time
+
+    # Opening
+
+    def load(self) -> None:
+        db = self.state.db
+        if DEFAULT not in db_pools.names(db):
+            db_pools.create(db, db_pools.PoolRecord(
+                DEFAULT, "dir", "Default storage pool",
+                {"source": os.fspath(self.paths.pool_dir(DEFAULT))}, clock.now_iso()))
+        for rec in db_pools.list_all(db):
+            self._open(rec)
+
+    def _open(self, rec: db_pools.PoolRecord) -> None:
+        try:
+            self._pools[rec.name] = self._instantiate(rec)
+        except (MachinedError, OSError, CommandError) as e:
+            reason = _reason(e)
+            log.error("Storage pool %s is unavailable: %s", rec.name, reason)
+            self._pools.pop(rec.name, None)
+            self._unavailable[rec.name] = reason
+        else:
+            self._unavailable.pop(rec.name, None)
+
+    def _instantiate(self, rec: db_pools.PoolRecord) -> Pool:
+        pool: Pool
+        if rec.driver == "dir":
+            root, tmp = self._dir_layout(rec.name, rec.config)
+            pool = DirPool(rec.name, root, tmp, rec.config)
+        elif rec.driver == "btrfs":
+            root = btrfs.pool_root(rec.config, self.paths.pool_dir(rec.name))
+            pool = btrfs.BtrfsPool(rec.name, root, rec.config)
+        else:
+            raise MachinedError(f"Unknown storage driver {rec.driver!r}")
+        # A pool on a disk that is not mounted (yet) must not quietly become a new, empty
+        # pool on whatever filesystem holds the mount point.
+        if rec.name != DEFAULT and not (pool.root / "containers").is_dir():
+            raise MachinedError(f"{pool.root} holds no storage pool (is its filesystem "
+                                "mounted?)")
+        pool.prepare()
+        return pool
+
+    def _dir_layout(self, name: str, config: dict[str, str]) -> tuple[Path, Path]:
+        """The default pool lives where machined always kept it and shares $MACHINED_DIR/tmp
+        (uploads are staged there); other dir pools keep tmp/ in their root."""
+        if name == DEFAULT:
+            return self.paths.pool_dir(DEFAULT), self.paths.tmp
+        root = Path(config.get("source") or self.paths.pool_dir(name))
+        return root, root / "tmp"
+
+    # Lookups
+
+    def get(self, name: str) -> Pool:
+        pool = self._pools.get(name)
+        if pool is not None:
+            return pool
+        if name in self._unavailable:
+            raise PoolUnavailable(f"Storage pool {name!r} is unavailable: "
+                                  f"{self._unavailable[name]}")
+        raise NotFound(f"Storage pool {name!r} not found")
+
+    @property
+    def default(self) -> Pool:
+        return self.get(DEFAULT)
+
+    def names(self) -> list[str]:
+        return db_pools.names(self.state.db)
+
+    def available(self) -> list[Pool]:
+        return [self._pools[n] for n in sorted(self._pools)]
+
+    def instance_dir(self, rec: db_instances.InstanceRecord) -> Path:
+        return self.get(rec.storage_pool).volume_path("containers", rec.volume)
+
+    def used_by(self, name: str) -> list[str]:
+        """LXD URLs of the instances on the pool and the profiles whose root disk is on it."""
+        db = self.state.db
+        urls = [f"/1.0/instances/{n}" for n in db_pools.instances_using(db, name)]
+        for prof in db_profiles.list_all(db):
+            if model.used_by_root_pool(prof.devices) == name:
+                urls.append(f"/1.0/profiles/{prof.name}")
+        return urls
+
+    def render(self, name: str) -> dict[str, Any]:
+        """The LXD storage pool object."""
+        rec = db_pools.get(self.state.db, name)
+        return {"name": rec.name, "driver": rec.driver, "description": rec.description,
+                "config": rec.config,
+                "status": "Unavailable" if name in self._unavailable else "Created",
+                "used_by": self.used_by(name), "locations": ["none"]}
+
+    def resources(self, name: str) -> dict[str, dict[str, int]]:
+        return self.get(name).resources()
+
+    # Changes
+
+    async def create(self, name: str, driver: str, config: dict[str, str],
+                     description: str = "") -> None:
+        model.check_pool_name(name)
+        model.check_driver(driver)
+        model.validate_pool(driver, config)
+        async with self._lock:
+            if name in db_pools.names(self.state.db):
+                raise Conflict(f"Storage pool {name!r} already exists")
+            if config.get("source"):
+                self._check_source_unused(config["source"])
+            make = self._create_dir if driver == "dir" else self._create_btrfs
+            with _undo_on_error() as undo:
+                try:
+                    pool: Pool = await asyncio.to_thread(make, name, config, undo)
+                except (OSError, CommandError) as e:
+                    raise MachinedError(f"Failed creating storage pool {name!r}: "
+                                        f"{_reason(e)}") from None
+                db_pools.create(self.state.db, db_pools.PoolRecord(
+                    name, driver, description, pool.config, clock.now_iso()))
+            self._pools[name] = pool
+            self._unavailable.pop(name, None)
+        log.info("Created storage pool %s (%s) at %s", name, driver, pool.root)
+
+    def _create_dir(self, name: str, config: dict[str, str],
+                    undo: list[Callable[[], None]]) -> Pool:
+        root = self._new_root(config.get("source"), name, undo)
+        pool = DirPool(name, root, root / "tmp", {**config, "source": os.fspath(root)})
+        undo.append(lambda: _remove_layout(root, subvolumes=False))
+        pool.prepare()
+        return pool
+
+    def _create_btrfs(self, name: str, config: dict[str, str],
+                      undo: list[Callable[[], None]]) -> Pool:
+        config = dict(config)
+        source = config.get("source")
+        if source and not source.startswith("/dev/"):
+            return self._create_btrfs_in_dir(name, source, config, undo)
+        if source:
+            btrfs.prepare_block_device(Path(source), name)
+        else:
+            loop = self.paths.disks / f"{name}.img"
+            if os.path.lexists(loop):
+                raise Conflict(f"Loop file {loop} already exists (a leftover? remove it "
+                               "first)")
+            self.paths.disks.mkdir(parents=True, exist_ok=True, mode=0o700)
+            size = (model.loop_size(config["size"]) if config.get("size")
+                    else model.default_loop_size(_free_bytes(self.paths.disks)))
+            btrfs.make_loop_file(loop, size, name)
+            undo.append(lambda: loop.unlink(missing_ok=True))
+            config.update(source=os.fspath(loop),
+                          size=config.get("size") or model.format_size(size))
+        mountpoint = self.paths.pool_dir(name)
+        self._check_new_root(mountpoint, name)
+        undo.append(lambda: btrfs.destroy_mounted(mountpoint, None))
+        root = btrfs.pool_root(config, mountpoint)
+        if os.listdir(root):
+            raise BadRequest(f"The btrfs filesystem on {source} is not empty; machined uses "
+                             "an empty one")
+        pool = btrfs.BtrfsPool(name, root, config)
+        undo.append(lambda: _remove_layout(root, subvolumes=True))  # before the unmount
+        pool.prepare()
+        return pool
+
+    def _create_btrfs_in_dir(self, name: str, source: str, config: dict[str, str],
+                             undo: list[Callable[[], None]]) -> Pool:
+        if config.get("btrfs.mount_options"):
+            raise BadRequest("btrfs.mount_options applies only to pools machined mounts (a "
+                             "loop file or a block device), not to source=<directory>")
+        root = self._new_root(source, name, undo)
+        if not btrfs.is_btrfs(root):
+            raise BadRequest(f"Storage pool source {source} is not on a btrfs filesystem "
+                             "(use a directory on a mounted btrfs, or a block device)")
+        config["source"] = os.fspath(root)
+        pool = btrfs.BtrfsPool(name, root, config)
+        undo.append(lambda: _remove_layout(root, subvolumes=True))
+        pool.prepare()
+        return pool
+
+    def _check_source_unused(self, source: str) -> None:
+        """(On the event loop thread: the database connection lives there.)"""
+        real = os.path.realpath(source)
+        for rec in db_pools.list_all(self.state.db):
+            other = rec.config.get("source")
+            if other and os.path.realpath(other) == real:
+                raise Conflict(f"Storage pool source {source} is already storage pool "
+                               f"{rec.name!r}")
+
+    def _new_root(self, source: str | None, name: str,
+                  undo: list[Callable[[], None]]) -> Path:
+        """A new pool's root directory: made if missing, else it must be empty."""
+        root = Path(os.path.realpath(source)) if source else self.paths.pool_dir(name)
+        self._check_new_root(root, name)
+        if not root.exists():
+            if not root.parent.is_dir():
+                raise BadRequest(f"Cannot make storage pool directory {root}: its parent "
+                                 "does not exist")
+            root.mkdir(mode=0o711)
+            undo.append(lambda: root.rmdir())
+        return root
+
+    def _check_new_root(self, root: Path, name: str) -> None:
+        others = {n: p.root for n, p in self._pools.items()}
+        problem = model.source_overlap(root, self.paths.root, self.paths.pool_dir(name),
+                                       others)
+        if problem:
+            raise BadRequest(problem)
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise BadRequest(f"Storage pool source {root} is not a directory")
+        if root.is_dir() and os.listdir(root):
+            raise BadRequest(f"Storage pool directory {root} is not empty; use an empty or "
+                             "new directory")
+
+    async def update(self, name: str, config: dict[str, str], description: str) -> None:
+        """Only the description and btrfs.mount_options can change (LXD)."""
+        async with self._lock:
+            rec = db_pools.get(self.state.db, name)
+            model.check_update(rec.driver, rec.config, config)
+            old_opts = rec.config.get("btrfs.mount_options", "")
+            new_opts = str(config.get("btrfs.mount_options") or "")
+            if new_opts != old_opts:
+                await asyncio.to_thread(self._remount, rec, new_opts)
+            rec.config = {k: str(v) for k, v in config.items()}
+            rec.description = description
+            db_pools.update(self.state.db, rec)
+            pool = self._pools.get(name)
+            if pool is not None:
+                pool.config = rec.config
+
+    def _remount(self, rec: db_pools.PoolRecord, options: str) -> None:
+        if btrfs.source_kind(Path(rec.config["source"])) == "dir":
+            raise BadRequest("btrfs.mount_options applies only to pools machined mounts (a "
+                             "loop file or a block device), not to source=<directory>")
+        pool = self.get(rec.name)
+        btrfs.remount(pool.root, options or model.DEFAULT_BTRFS_MOUNT_OPTIONS)
+
+    async def delete(self, name: str) -> None:
+        if name == DEFAULT:
+            raise BadRequest("The default storage pool cannot be deleted")
+        async with self._lock:
+            rec = db_pools.get(self.state.db, name)
+            used = self.used_by(name)
+            if used:
+                raise Conflict(f"Storage pool {name!r} is in use by "
+                               f"{', '.join(u.removeprefix('/1.0/') for u in used)}")
+            try:
+                await asyncio.to_thread(self._destroy, rec)
+            except (OSError, CommandError) as e:
+                self._pools.pop(name, None)
+                self._unavailable[name] = f"deleting it failed: {_reason(e)}"
+                raise MachinedError(f"Failed deleting storage pool {name!r}: "
+                                    f"{_reason(e)}") from None
+            db_pools.delete(self.state.db, name)
+            self._pools.pop(name, None)
+            self._unavailable.pop(name, None)
+        log.info("Deleted storage pool %s", name)
+
+    def _destroy(self, rec: db_pools.PoolRecord) -> None:
+        """Remove everything the pool holds (no DB row names any of it: it is unused), then
+        what machined made for it: the layout, the mount point, the loop file."""
+        pool = self._pools.get(rec.name)
+        if pool is not None:
+            _remove_layout(pool.root, subvolumes=rec.driver == "btrfs")
+        source = Path(rec.config.get("source") or self.paths.pool_dir(rec.name))
+        if rec.driver == "btrfs" and not source.is_dir():
+            loop = source if source.parent == self.paths.disks else None
+            btrfs.destroy_mounted(self.paths.pool_dir(rec.name), loop)
+        elif source == self.paths.pool_dir(rec.name):
+            with contextlib.suppress(FileNotFoundError):
+                source.rmdir()
+
+    # Start-up
+
+    def reconcile(self) -> list[str]:
+        """Delete the volumes no DB row names (instance, snapshot, image): leftovers of an
+        interrupted change. Only at start, before anything can be making a volume."""
+        removed: list[str] = []
+        db = self.state.db
+        for name, pool in sorted(self._pools.items()):
+            keep = {"containers": db_pools.volumes_in_pool(db, name),
+                    "snapshots": db_snapshots.volumes_in_pool(db, name)}
+            for kind in KINDS:
+                for volume in pool.volumes(kind):
+                    if volume not in keep[kind]:
+                        self._reconcile_one(
+                            f"{name}/{kind}/{volume}", removed,
+                            partial(pool.delete_volume_blocking, kind, volume))
+            images = pool.root / "images"
+            for fp in sorted(os.listdir(images)) if images.is_dir() else []:
+                if model.is_fingerprint(fp) and not db_images.exists(db, fp):
+                    self._reconcile_one(f"{name}/images/{fp}", removed,
+                                        partial(pool.delete_image_volume, fp))
+            spares = pool.root / "spares"
+            for fp in sorted({e.split(".")[0] for e in os.listdir(spares)}
+                             if spares.is_dir() else []):
+                if model.is_fingerprint(fp) and not db_images.exists(db, fp):
+                    self._reconcile_one(f"{name}/spares/{fp}", removed,
+                                        partial(pool.delete_spares, fp))
+        return removed
+
+    @staticmethod
+    def _reconcile_one(label: str, removed: list[str], delete: Callable[[], None]) -> None:
+        try:
+            delete()
+        except (MachinedError, OSError, CommandError) as e:
+            log.error("Could not remove unreferenced volume %s: %s", label, e)
+            return
+        log.warning("Removed unreferenced volume %s", label)
+        removed.append(label)
+
+
+def _reason(e: BaseException) -> str:
+    """One line: a MachinedError's message, an OSError's text without "[Errno n]"."""
+    if isinstance(e, MachinedError):
+        return e.message
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _remove_layout(root: Path, *, subvolumes: bool) -> None:
+    """The directories a pool made in its root, with whatever they hold."""
+    for sub in LAYOUT:
+        path = root / sub
+        if not path.is_dir() or path.is_symlink():
+            continue
+        for entry in sorted(path.iterdir()):
+            if subvolumes:
+                btrfs.remove_any(entry)
+            else:
+                remove_tree(entry)
+        path.rmdir()
+
+
+@contextlib.contextmanager
+def _undo_on_error() -> Iterator[list[Callable[[], None]]]:
+    """Undo steps run last-first if the block fails; each undo's own failure is logged."""
+    undo: list[Callable[[], None]] = []
+    try:
+        yield undo
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - keep undoing, report the first error
+                log.error("Undoing a failed pool creation: %s", e)
+        raise
+
