@@ -612,11 +612,24 @@ class InstanceService:
     # Daemon start
 
     def recover(self) -> list[str]:
-        """Find containers that kept running while the daemon was away."""
+        """Find containers that kept running while the daemon was away. One found frozen
+        that the user did not pause (volatile.last_state.power is not FROZEN) was frozen
+        for a copy when the daemon died: it is thawed."""
         alive = []
         for name in db_instances.names(self.state.db):
-            if self.running(name) is not None:
-                alive.append(name)
+            container = self.running(name)
+            if container is None:
+                continue
+            alive.append(name)
+            power = db_instances.get(self.state.db, name).config.get(
+                "volatile.last_state.power")
+            try:
+                if runtime.is_frozen(container) and power != "FROZEN":
+                    runtime.thaw(container)
+                    log.warning("Thawed instance %s: it was frozen for a copy when the "
+                                "daemon stopped", name)
+            except OSError as e:
+                log.warning("Could not check whether instance %s is frozen: %s", name, e)
         return alive
 
 

@@ -166,3 +166,31 @@ def test_kill_during_restore(private):
     assert sorted(p.name for p in pool_dir(d, "containers").iterdir()) == \
         [d.instance_dir(NAME).name]
     assert tree_bytes(d.instance_dir(NAME) / "rootfs/root/data") == DATA_MIB << 20
+
+
+def test_kill_while_frozen_for_a_snapshot_thaws_at_restart(private):
+    """A running instance on dir is frozen while it is copied; a daemon killed then must
+    not leave it frozen for ever: the next daemon thaws it (the user did not pause it)."""
+    d = private
+    d.ok("start", NAME)
+    try:
+        client = Client(os.fspath(d.socket))
+        try:
+            kill_mid_copy(d, client, "POST", f"/1.0/instances/{NAME}/snapshots",
+                          {"name": "while-running"})
+        finally:
+            client.close()
+        d.start()
+        state = d.api("GET", f"/1.0/instances/{NAME}/state")
+        assert state["status"] == "Running", state
+        assert d.mc("exec", NAME, "--", "true").code == 0
+        assert "while-running" not in [
+            s["name"] for s in d.api("GET", f"/1.0/instances/{NAME}/snapshots?recursion=1")]
+        # A container the user paused stays paused across a restart.
+        d.ok("pause", NAME)
+        d.kill(signal.SIGKILL)
+        d.start()
+        assert d.api("GET", f"/1.0/instances/{NAME}/state")["status"] == "Frozen"
+        d.ok("resume", NAME)
+    finally:
+        d.mc("stop", "--force", NAME)
