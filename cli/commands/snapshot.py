@@ -108,11 +108,19 @@ def snapshot_request(snap: str | None, *, stateful: bool = False, expiry: str | 
     return body
 
 
+# The server's rule (machined/instances/copying.py), checked here first so that `mc snapshot`
+# and `mc rename c1/a c1/b` refuse the same names with the same words.
+_SNAP_UNSAFE = "/?&+#%"
+SNAPSHOT_NAMES = ("1 to 255 characters, not '.' or '..', without surrounding spaces, control "
+                  "characters or any of " + " ".join(_SNAP_UNSAFE))
+
+
 def check_snapshot_name(snap: str) -> None:
-    """The checks lxc's server makes, early and with the accepted form."""
-    if not snap or "/" in snap or snap in (".", ".."):
-        raise CliError(f'Invalid snapshot name "{snap}": it must be non-empty, have no "/" '
-                       'and not be "." or ".."')
+    """The checks machined makes, early and with the accepted form."""
+    bad = any(c in _SNAP_UNSAFE or ord(c) < 32 or ord(c) == 127 for c in snap)
+    if (not snap or bad or snap in (".", "..") or snap.strip() != snap
+            or len(snap) > 255):
+        raise CliError(f'Invalid snapshot name "{snap}": use {SNAPSHOT_NAMES}')
 
 
 def restore_target(instance: str, snap: str) -> str:

@@ -213,7 +213,7 @@ def _pool_snapshots(client: Client, used: dict[str, list[str]]) -> list[str]:
     out: list[str] = []
     for inst in used["instances"]:
         snaps = client.get(f"/1.0/instances/{url_part(inst)}/snapshots") or []
-        out += [f"{inst}/{str(s).rstrip('/').rsplit('/', 1)[-1]}" for s in snaps]
+        out += used_by_kinds([str(s) for s in snaps])["snapshots"]  # URL-decoded names
     return out
 
 

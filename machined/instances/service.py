@@ -489,6 +489,9 @@ class InstanceService:
 
     async def rename(self, name: str, new: str) -> None:
         model.check_name(new)
+        if new == name:  # the two locks below would be one lock taken twice: a deadlock
+            db_instances.get(self.state.db, name)
+            raise Conflict(f"Instance {new!r} already exists")
         first, second = sorted([name, new])
         async with self.state.instance_locks[first], self.state.instance_locks[second]:
             db_instances.get(self.state.db, name)

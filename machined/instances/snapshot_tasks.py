@@ -108,7 +108,10 @@ class SnapshotTasks:
         stamp = now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         for name, snap in db_snapshots.expired(self.db, stamp):
             try:
-                await self.snapshots.delete(name, snap)
+                # Checked again under the instance's lock: deleting one volume can take a
+                # while, and the next one's expiry may be changed (or it renamed) meanwhile.
+                if not await self.snapshots.delete(name, snap, expired_by=stamp):
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -141,14 +141,22 @@ class SnapshotService:
         log.info("Snapshotted instance %s as %s%s", name, snap, " (replaced)" if replaced else "")
         return snap
 
-    async def delete(self, name: str, snap: str) -> None:
+    async def delete(self, name: str, snap: str, *, expired_by: str | None = None) -> bool:
+        """expired_by (the expiry loop's time stamp): only if the snapshot is still expired
+        by then, as the loop found it. Its expiry may have been pushed back since, or the
+        instance renamed and another one given its name. Returns whether it was deleted."""
         async with self.state.instance_locks[name]:
             rec = db_instances.get(self.state.db, name)
+            if expired_by is not None:
+                shot = db_snapshots.get(self.state.db, name, snap)
+                if not shot.expires_at or shot.expires_at > expired_by:
+                    return False
             volume = db_snapshots.delete(self.state.db, name, snap)
             # After the commit: an interrupted delete leaves an unreferenced volume, which the
             # next start removes.
             await _delete_quietly(self.instances.pool_of(rec), "snapshots", volume)
         log.info("Deleted snapshot %s of instance %s", snap, name)
+        return True
 
     async def rename(self, name: str, snap: str, new: str) -> None:
         copying.check_snapshot_name(new)
@@ -222,8 +230,12 @@ class SnapshotService:
         devices = srec.devices
         if model.root_pool(expanded) != rec.storage_pool:
             devices = copying.devices_with_root_pool(devices, expanded, rec.storage_pool)
-        return replace(rec, config=copying.config_for_restore(rec.config, srec.config),
-                       devices=devices, profiles=list(srec.profiles), ephemeral=srec.ephemeral)
+        # Written again as the instance's config: checked as any config written now is (the
+        # snapshot may predate a rule that now refuses one of its values).
+        config = copying.config_for_restore(rec.config, srec.config)
+        validate_instance_config(config, allow_volatile=True)
+        return replace(rec, config=config, devices=devices, profiles=list(srec.profiles),
+                       ephemeral=srec.ephemeral)
 
     async def _start_again(self, name: str) -> None:
         """After a failed restore: the instance as it was, running as it was."""
@@ -247,6 +259,13 @@ class SnapshotService:
             shot = db_snapshots.get(self.state.db, request.source, request.snapshot)
             config, devices, profiles = shot.config, shot.devices, shot.profiles
             architecture, ephemeral = shot.architecture, shot.ephemeral
+            if "profiles" not in request.overrides:
+                # The snapshot lives on its instance's pool, which may have changed since it
+                # was taken (mc move): the copy goes there, as a copy of the instance would.
+                expanded = self.instances.check_devices(profiles, devices)
+                if model.root_pool(expanded) != src.storage_pool:
+                    devices = copying.devices_with_root_pool(devices, expanded,
+                                                             src.storage_pool)
         else:
             config, devices, profiles = src.config, src.devices, src.profiles
             architecture, ephemeral = src.architecture, src.ephemeral

@@ -130,6 +130,10 @@ class BtrfsPool(Pool):
             tmp = self.temp_path(f"copy-{volume[:40]}")
             await _btrfs_async("subvolume", "create", tmp)
             try:
+                # Closed while cp fills it (it sets source's mode only at the end): a
+                # container's files are host root's on disk, setuid ones included, and the
+                # path is in cp's command line for anyone to read in /proc.
+                os.chmod(tmp, 0o700)
                 await copy_tree(source, tmp)
                 os.rename(tmp, target)
             except BaseException:
@@ -284,12 +288,12 @@ def make_loop_file(path: Path, size: int, label: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
         mkfs(path, label)
-    except BaseException:
+    except BaseException:  # no half-made loop file left behind (ftruncate: EFBIG, ENOSPC)
         path.unlink()
         raise
 
@@ -298,20 +302,30 @@ def mkfs(target: Path, label: str) -> None:
     try:
         run(["mkfs.btrfs", "-q", "-L", label[:255], "--", os.fspath(target)])
     except CommandError as e:
-        raise BadRequest(f"Failed formatting {target} as btrfs: "
-                         f"{e.stderr.strip().splitlines()[-1:] or 'no output'}") from None
+        lines = [ln.strip() for ln in e.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1] if lines
+                   else f"exit code {e.returncode}")
+        raise BadRequest(f"Failed formatting {target} as btrfs: {why}") from None
 
 
 def block_device_fs(device: Path) -> str:
-    """The filesystem type on a block device ('' when blkid finds none)."""
-    proc = run(["blkid", "-p", "-o", "value", "-s", "TYPE", "--", os.fspath(device)],
-               check=False)
+    """What blkid finds on a block device: "a <type> filesystem" (the type alone for btrfs),
+    "a <type> partition table", or '' when it finds nothing."""
+    proc = run(["blkid", "-p", "-o", "export", "--", os.fspath(device)], check=False)
     if proc.returncode == 2:  # nothing found
         return ""
     if proc.returncode != 0:
         raise BadRequest(f"Cannot probe {device}: "
                          f"{proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout.decode().strip()
+    found = dict(line.partition("=")[::2]
+                 for line in proc.stdout.decode(errors="replace").splitlines())
+    found.pop("DEVNAME", None)
+    if found.get("TYPE"):
+        return "btrfs" if found["TYPE"] == "btrfs" else f"a {found['TYPE']} filesystem"
+    # A whole disk with partitions (and no filesystem of its own) holds data too.
+    if found.get("PTTYPE"):
+        return f"a {found['PTTYPE']} partition table"
+    return f"data blkid recognises ({', '.join(sorted(found))})" if found else ""
 
 
 def prepare_block_device(device: Path, label: str) -> None:
@@ -326,7 +340,7 @@ def prepare_block_device(device: Path, label: str) -> None:
     if fs == "":
         mkfs(device, label)
     elif fs != "btrfs":
-        raise BadRequest(f"Block device {device} holds a {fs} filesystem; machined uses a "
+        raise BadRequest(f"Block device {device} holds {fs}; machined uses a "
                          "device with btrfs on it or formats an empty one")
 
 

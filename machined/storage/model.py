@@ -35,10 +35,13 @@ _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # Mount options a pool may set: plain btrfs options. Those that pick another device or
-# loop setup (loop=, offset=, sizelimit=), or would make the pool read-only, are refused.
+# loop setup (loop=, offset=, sizelimit=), or would make the pool read-only, are refused, as
+# are mount(8)'s own: helper=/uhelper= run /sbin/mount.<value> (a path, once '/' is in it),
+# user/users/owner/group imply noexec,nosuid,nodev (no container would start).
 _MOUNT_OPTION = re.compile(r"^[a-z0-9_]+(=[A-Za-z0-9_.:/+-]+)?$")
 _REFUSED_MOUNT_OPTIONS = {"loop", "offset", "sizelimit", "encryption", "ro", "remount",
-                          "bind", "rbind", "move", "subvol", "subvolid", "device"}
+                          "bind", "rbind", "move", "subvol", "subvolid", "device", "helper",
+                          "uhelper", "user", "users", "owner", "group"}
 
 
 def check_pool_name(name: object) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT = "default"
 LAYOUT = ("images", "containers", "snapshots", "spares", "tmp")
+# Written in a pool's root when it is made: names the pool and its creation time. A pool
+# opens only where its own marker is, so another filesystem found at its source (a disk
+# renamed /dev/sdb after a reboot, another tool's pool with its own containers/) is never
+# taken for it: start-up reconciliation would delete everything in it that no row names.
+MARKER = ".machined-pool"
 
 
 class PoolUnavailable(MachinedError):
@@ -51,6 +58,9 @@ class Storage:
         self.paths = state.paths
         self._pools: dict[str, Pool] = {}
         self._unavailable: dict[str, str] = {}
+        # Every pool's recorded source (read by pool creation off the event loop thread,
+        # where the database cannot be used): an unavailable pool's directory still counts.
+        self._sources: dict[str, str] = {}
         self._lock = asyncio.Lock()  # pool create/update/delete, one at a time
 
     # Opening
@@ -65,6 +75,7 @@ class Storage:
             self._open(rec)
 
     def _open(self, rec: db_pools.PoolRecord) -> None:
+        self._sources[rec.name] = rec.config.get("source", "")
         try:
             self._pools[rec.name] = self._instantiate(rec)
         except (MachinedError, OSError, CommandError) as e:
@@ -86,10 +97,15 @@ class Storage:
         else:
             raise MachinedError(f"Unknown storage driver {rec.driver!r}")
         # A pool on a disk that is not mounted (yet) must not quietly become a new, empty
-        # pool on whatever filesystem holds the mount point.
-        if rec.name != DEFAULT and not (pool.root / "containers").is_dir():
-            raise MachinedError(f"{pool.root} holds no storage pool (is its filesystem "
-                                "mounted?)")
+        # pool on whatever filesystem holds the mount point, nor another filesystem be taken
+        # for it; and nothing below it may lead elsewhere (prepare() empties tmp/,
+        # reconcile() deletes what it lists in containers/ and snapshots/).
+        if rec.name != DEFAULT:
+            _check_safe_dir(pool.root)
+            _check_marker(pool.root, rec)
+            for sub in LAYOUT:
+                if os.path.lexists(pool.root / sub):
+                    _check_safe_dir(pool.root / sub)
         pool.prepare()
         return pool
 
@@ -158,15 +174,18 @@ class Storage:
             if config.get("source"):
                 self._check_source_unused(config["source"])
             make = self._create_dir if driver == "dir" else self._create_btrfs
+            rec = db_pools.PoolRecord(name, driver, description, {}, clock.now_iso())
             with _undo_on_error() as undo:
                 try:
                     pool: Pool = await asyncio.to_thread(make, name, config, undo)
+                    rec.config = pool.config
+                    await asyncio.to_thread(_write_marker, pool.root, rec, undo)
                 except (OSError, CommandError) as e:
                     raise MachinedError(f"Failed creating storage pool {name!r}: "
                                         f"{_reason(e)}") from None
-                db_pools.create(self.state.db, db_pools.PoolRecord(
-                    name, driver, description, pool.config, clock.now_iso()))
+                db_pools.create(self.state.db, rec)
             self._pools[name] = pool
+            self._sources[name] = pool.config.get("source", "")
             self._unavailable.pop(name, None)
         log.info("Created storage pool %s (%s) at %s", name, driver, pool.root)
 
@@ -194,14 +213,26 @@ class Storage:
             self.paths.disks.mkdir(parents=True, exist_ok=True, mode=0o700)
             size = (model.loop_size(config["size"]) if config.get("size")
                     else model.default_loop_size(_free_bytes(self.paths.disks)))
-            btrfs.make_loop_file(loop, size, name)
+            try:
+                btrfs.make_loop_file(loop, size, name)
+            except OSError as e:
+                if e.errno != errno.EFBIG:
+                    raise
+                raise BadRequest(f"Invalid size {config['size']!r}: the filesystem holding "
+                                 f"{loop.parent} cannot hold a file that large; use a "
+                                 "smaller size") from None
             undo.append(lambda: loop.unlink(missing_ok=True))
             config.update(source=os.fspath(loop),
                           size=config.get("size") or model.format_size(size))
         mountpoint = self.paths.pool_dir(name)
         self._check_new_root(mountpoint, name)
         undo.append(lambda: btrfs.destroy_mounted(mountpoint, None))
-        root = btrfs.pool_root(config, mountpoint)
+        try:
+            root = btrfs.pool_root(config, mountpoint)
+        except OSError:
+            if not config.get("btrfs.mount_options") or source:
+                raise
+            raise _bad_mount_options(config["btrfs.mount_options"]) from None  # on our mkfs
         if os.listdir(root):
             raise BadRequest(f"The btrfs filesystem on {source} is not empty; machined uses "
                              "an empty one")
@@ -248,9 +279,15 @@ class Storage:
         return root
 
     def _check_new_root(self, root: Path, name: str) -> None:
-        others = {n: p.root for n, p in self._pools.items()}
-        problem = model.source_overlap(root, self.paths.root, self.paths.pool_dir(name),
-                                       others)
+        # Compared resolved: $MACHINED_DIR is often a symlink (/var/lib/machined -> a data
+        # disk), and `root` is. Unavailable pools count too (their directories hold volumes).
+        others = {n: _real(p.root) for n, p in self._pools.items()}
+        for other, source in self._sources.items():
+            if other not in others and source.startswith("/") and \
+                    not source.startswith("/dev/"):
+                others[other] = _real(Path(source))
+        problem = model.source_overlap(root, _real(self.paths.root),
+                                       _real(self.paths.pool_dir(name)), others)
         if problem:
             raise BadRequest(problem)
         if root.is_symlink() or (root.exists() and not root.is_dir()):
@@ -258,6 +295,11 @@ class Storage:
         if root.is_dir() and os.listdir(root):
             raise BadRequest(f"Storage pool directory {root} is not empty; use an empty or "
                              "new directory")
+        if root.is_dir():
+            try:
+                _check_safe_dir(root)
+            except MachinedError as e:
+                raise BadRequest(e.message) from None
 
     async def update(self, name: str, config: dict[str, str], description: str) -> None:
         """Only the description and btrfs.mount_options can change (LXD)."""
@@ -280,7 +322,10 @@ class Storage:
             raise BadRequest("btrfs.mount_options applies only to pools machined mounts (a "
                              "loop file or a block device), not to source=<directory>")
         pool = self.get(rec.name)
-        btrfs.remount(pool.root, options or model.DEFAULT_BTRFS_MOUNT_OPTIONS)
+        try:
+            btrfs.remount(pool.root, options or model.DEFAULT_BTRFS_MOUNT_OPTIONS)
+        except OSError:  # the kernel is the judge of btrfs options; the pool is unchanged
+            raise _bad_mount_options(options) from None
 
     async def delete(self, name: str) -> None:
         if name == DEFAULT:
@@ -300,6 +345,7 @@ class Storage:
                                     f"{_reason(e)}") from None
             db_pools.delete(self.state.db, name)
             self._pools.pop(name, None)
+            self._sources.pop(name, None)
             self._unavailable.pop(name, None)
         log.info("Deleted storage pool %s", name)
 
@@ -309,6 +355,7 @@ class Storage:
         pool = self._pools.get(rec.name)
         if pool is not None:
             _remove_layout(pool.root, subvolumes=rec.driver == "btrfs")
+            (pool.root / MARKER).unlink(missing_ok=True)
         source = Path(rec.config.get("source") or self.paths.pool_dir(rec.name))
         if rec.driver == "btrfs" and not source.is_dir():
             loop = source if source.parent == self.paths.disks else None
@@ -364,6 +411,65 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _bad_mount_options(options: str) -> BadRequest:
+    return BadRequest(f"Invalid btrfs.mount_options {options!r}: the kernel refused them "
+                      "(dmesg says why); use btrfs mount options such as "
+                      "user_subvol_rm_allowed,compress=zstd")
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _check_safe_dir(path: Path) -> None:
+    """A pool directory must be a real directory (not a link) that only root can change:
+    the daemon lists, renames and deletes below it as root, so one another user could
+    rename things in (a link to /etc in place of containers/) would let them steer that."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise MachinedError(f"Storage pool directory {path} is not a directory (a link?)")
+    if st.st_uid != 0 or st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP
+                                                        and st.st_gid != 0):
+        raise MachinedError(f"Storage pool directory {path} can be changed by users other "
+                            f"than root (owner uid {st.st_uid}, mode "
+                            f"{stat.S_IMODE(st.st_mode):o}): make it root's, not writable by "
+                            "others (chown root: ...; chmod go-w ...)")
+
+
+def _marker_text(rec: db_pools.PoolRecord) -> str:
+    return f"machined storage pool {rec.name}\ncreated {rec.created_at}\n"
+
+
+def _write_marker(root: Path, rec: db_pools.PoolRecord,
+                  undo: list[Callable[[], None]]) -> None:
+    path = root / MARKER
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    undo.append(lambda: path.unlink(missing_ok=True))
+    try:
+        os.write(fd, _marker_text(rec).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_marker(root: Path, rec: db_pools.PoolRecord) -> None:
+    try:
+        fd = os.open(root / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise MachinedError(f"{root} holds no storage pool (is its filesystem mounted?)"
+                            ) from None
+    try:
+        found = os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+    if found != _marker_text(rec):
+        first = found.splitlines()[0] if found.strip() else "an empty marker"
+        raise MachinedError(f"{root} holds another storage pool ({first!r} in {MARKER}), "
+                            f"not pool {rec.name!r} made {rec.created_at}: is the right "
+                            "filesystem mounted there?")
 
 
 def _free_bytes(path: Path) -> int:

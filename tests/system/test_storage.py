@@ -457,8 +457,8 @@ def test_dir_pool_at_a_source_directory(daemon, busybox_image, tmp_path):
                         "used_by": [], "locations": ["none"]}
         space = daemon.api("GET", "/1.0/storage-pools/t5a-dir/resources")["space"]
         assert 0 < space["used"] < space["total"]
-        assert sorted(os.listdir(source)) == ["containers", "images", "snapshots", "spares",
-                                              "tmp"]
+        assert sorted(os.listdir(source)) == [".machined-pool", "containers", "images",
+                                              "snapshots", "spares", "tmp"]
 
         daemon.ok("launch", busybox_image, "t5a-dir-c1", "-s", "t5a-dir")
         volume = instance_volume(daemon, source, "t5a-dir-c1")

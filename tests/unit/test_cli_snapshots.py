@@ -4,6 +4,7 @@ server. A recording fake stands in for the API client."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from cli.commands import config as config_cmd
 from cli.commands.copy import copy_request, override_devices, parse_device_override, root_device
 from cli.commands.snapshot import (
+    SNAPSHOT_NAMES,
     expiry_from_span,
     parse_date,
     parse_expiry,
@@ -154,10 +156,27 @@ def test_snapshot_request_bodies() -> None:
         "name": "s1", "stateful": True, "reuse": True}
 
 
-@pytest.mark.parametrize("name", ["a/b", ".", ".."])
+@pytest.mark.parametrize("name", ["a/b", ".", "..", "a?b", "a#b", "a%b", " a", "a\tb",
+                                  "x" * 256])
 def test_snapshot_names_are_checked_first(name: str) -> None:
-    with pytest.raises(CliError, match=f'Invalid snapshot name "{name}": it must be non-empty'):
+    # The same rule and words as the server's (rename goes there directly).
+    with pytest.raises(CliError, match=re.escape(f'Invalid snapshot name "{name}": use 1 to '
+                                                 "255 characters, not '.' or '..'")):
         snapshot_request(name)
+
+
+def test_cli_and_server_name_the_same_rule() -> None:
+    from machined.errors import BadRequest
+    from machined.instances.copying import check_snapshot_name
+
+    with pytest.raises(BadRequest) as e:
+        check_snapshot_name("a/b")
+    assert e.value.message.endswith(f"use {SNAPSHOT_NAMES}")
+
+
+@pytest.mark.parametrize("name", ["a b", "before-upgrade", "snap-2026-01-01", "é", "x" * 255])
+def test_snapshot_names_the_server_takes_pass(name: str) -> None:
+    assert snapshot_request(name)["name"] == name
 
 
 def test_no_expiry_and_expiry_exclude_each_other() -> None:
