@@ -72,23 +72,25 @@ def _recorder(state_holder: list[State]) -> object:
     return record
 
 
-def _refuse_if_running(path: Path) -> None:
-    """A live daemon answers on the socket; a stale socket file from a crash does not."""
-    import socket
+def _lock_state_dir(paths: Paths) -> int:
+    """One daemon per state directory, for its whole life (the kernel drops the lock when
+    the process dies, however it dies). The socket alone cannot tell: a stopping daemon
+    closes it while its copies still run, and a second daemon's start-up cleanup would
+    remove them. The fd is close-on-exec: helpers and containers never hold the lock."""
+    import fcntl
 
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = os.open(paths.root / "machined.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        probe.connect(os.fspath(path))
-    except OSError:
-        return
-    finally:
-        probe.close()
-    raise MachinedError(f"machined is already running on {path}")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MachinedError(f"machined is already running on {paths.socket}") from None
+    return fd
 
 
 async def serve(paths: Paths) -> None:
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    _refuse_if_running(paths.socket)
+    _lock_state_dir(paths)
     db = open_database(paths.database)
     holder: list[State] = []
     state = State(db=db, paths=paths, operations=Operations(_recorder(holder)))  # type: ignore[arg-type]

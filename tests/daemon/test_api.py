@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 import time
 
@@ -257,3 +258,17 @@ def test_exec_fields_are_range_checked(api, field, value):
     with pytest.raises(ApiError) as e:
         api.post("/1.0/instances/nope/exec", {"command": ["true"], field: value}, wait=False)
     assert e.value.status == 400 and field in str(e.value)
+
+
+def test_a_second_daemon_on_the_same_state_directory_is_refused(daemon):
+    """One daemon per state directory (a flock held for the daemon's life), even while the
+    socket is gone (a stopping daemon closes it before its copies end)."""
+    daemon.socket.rename(daemon.socket.with_name("unix.socket.away"))
+    try:
+        second = subprocess.run([daemon.machined_path], env=daemon.env, capture_output=True,
+                                text=True, timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        daemon.socket.with_name("unix.socket.away").rename(daemon.socket)
+    assert second.returncode != 0
+    assert "machined is already running on" in second.stderr, second.stderr
+    assert daemon.mc("info").code == 0
