@@ -204,6 +204,10 @@ def config_for_copy(source: Mapping[str, str], overrides: Mapping[str, str],
     config = {k: v for k, v in config.items() if v != ""}
     config["volatile.uuid"] = new_uuid or str(uuid.uuid4())
     config["volatile.last_state.power"] = "STOPPED"
+    # The image's templates for a copy render at its first start (LXD); a source that never
+    # started still owes its `create` templates.
+    pending = source.get("volatile.apply_template")
+    config["volatile.apply_template"] = "create" if pending == "create" else "copy"
     return config
 
 

@@ -305,6 +305,9 @@ class InstanceService:
                 full["volatile.base_image"] = image.fingerprint
                 full["volatile.uuid"] = str(uuid.uuid4())
                 full["volatile.last_state.power"] = "STOPPED"
+                # Rendered with the start templates at the first start, in one render child
+                # (LXD defers them the same way): a create is just the copy.
+                full["volatile.apply_template"] = "create"
                 created = store.now()
                 db_instances.create(self.state.db, db_instances.InstanceRecord(
                     name=name, architecture=image.architecture or platform.machine(),
@@ -312,7 +315,6 @@ class InstanceService:
                     ephemeral=bool(request.get("ephemeral")), config=full, devices=devices,
                     profiles=profiles, storage_pool=pool_name, volume=volume))
                 revert.add(db_instances.delete, self.state.db, name)
-                await self.apply_templates(name, "create")
                 image.last_used_at = clock.now_iso()  # the clock cache expiry reads
                 db_images.update(self.state.db, image)
                 revert.success()
@@ -331,7 +333,12 @@ class InstanceService:
         inst = self.load(name)
         if self.running(name) is not None:
             raise BadRequest(f"Instance {name!r} is already running")
-        await self.apply_templates(name, "start")
+        pending = inst.record.config.get("volatile.apply_template")
+        if pending in ("create", "copy"):
+            await self.apply_templates(name, pending, "start")
+            db_instances.set_config_keys(self.state.db, name, {"volatile.apply_template": None})
+        else:
+            await self.apply_templates(name, "start")
         spec = self._launch_spec(inst)
         self._last_launch = time.monotonic()
         await asyncio.to_thread(runtime.start, spec)
@@ -340,15 +347,16 @@ class InstanceService:
         db_instances.touch(self.state.db, name, store.now())
         log.info("Started instance %s", name)
 
-    async def apply_templates(self, name: str, trigger: str) -> None:
-        """Render the image templates of `trigger` (create, start, copy) into the instance's
-        rootfs. The caller holds the instance's lock."""
+    async def apply_templates(self, name: str, *triggers: str) -> None:
+        """Render the image templates of `triggers` (create, copy, start; in that order)
+        into the instance's rootfs. The caller holds the instance's lock."""
         inst = self.load(name)
         written = await asyncio.to_thread(
-            templates.apply, self.storage.instance_dir(inst.record), trigger, name,
+            templates.apply, self.storage.instance_dir(inst.record), triggers, name,
             inst.record.architecture, inst.expanded_config, inst.expanded_devices)
         if written:
-            log.info("Rendered %s templates of %s: %s", trigger, name, ", ".join(written))
+            log.info("Rendered %s templates of %s: %s", "+".join(triggers), name,
+                     ", ".join(written))
 
     def _launch_spec(self, inst: Instance) -> runtime.LaunchSpec:
         config = inst.expanded_config

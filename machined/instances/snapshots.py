@@ -26,7 +26,7 @@ from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
 from machined.db import snapshots as db_snapshots
 from machined.errors import BadRequest, Conflict, InternalError, MachinedError, NotFound
-from machined.instances import copying, model, schedule, templates
+from machined.instances import copying, model, schedule
 from machined.storage.model import new_volume_name
 from machined.sys.run import CommandError
 
@@ -312,7 +312,6 @@ class SnapshotService:
                     else:
                         await self._copy_live(src, src_pool, dst_pool, volume, made)
                 record = replace(record, volume=volume)
-                await self._copy_templates(dst_pool.volume_path("containers", volume), record)
                 with self.state.db.atomic():
                     db_instances.create(self.state.db, record)
                     db_snapshots.create_many(self.state.db, copies)
@@ -358,18 +357,6 @@ class SnapshotService:
             made.add(dst_pool, "containers", volume)
         finally:
             await _delete_quietly(src_pool, "snapshots", stage)
-
-    async def _copy_templates(self, volume_dir: Path,
-                              record: db_instances.InstanceRecord) -> None:
-        """The image's `copy` templates (e.g. /etc/hostname) rendered for the new name,
-        before the row exists: a failure leaves nothing."""
-        layers = [(p.config, p.devices) for p in
-                  (db_profiles.get(self.state.db, n) for n in record.profiles)]
-        config, devices = model.expand(layers, record.config, record.devices)
-        written = await asyncio.to_thread(templates.apply, volume_dir, "copy", record.name,
-                                          record.architecture, config, devices)
-        if written:
-            log.info("Rendered copy templates of %s: %s", record.name, ", ".join(written))
 
     # ------------------------------------------------------------------ move
 

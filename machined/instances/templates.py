@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,13 @@ def _read_template(templates_dir: Path, name: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict[str, str],
-          devices: dict[str, dict[str, str]]) -> list[str]:
-    """Render the rules of `trigger` from volume/metadata.yaml into volume/rootfs; returns the
-    paths written. A target whose directory is missing is skipped, as LXD does."""
+def apply(volume: Path, triggers: str | Sequence[str], name: str, architecture: str,
+          config: dict[str, str], devices: dict[str, dict[str, str]]) -> list[str]:
+    """Render the rules of `triggers` (in order: one render child for all) from
+    volume/metadata.yaml into volume/rootfs; returns the paths written. A target whose
+    directory is missing is skipped, as LXD does."""
+    if isinstance(triggers, str):
+        triggers = [triggers]
     meta_path = volume / "metadata.yaml"
     if not meta_path.exists():
         return []
@@ -82,17 +86,17 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
         metadata = image_format.load_metadata(meta_path)
     except image_format.ImageFormatError as e:
         raise BadRequest(f"Invalid image metadata: {e}") from None
-    rules = [(path, rule) for path, rule in sorted(metadata.templates.items())
-             if trigger in rule.when]
+    rules = [(trigger, path, rule) for trigger in triggers
+             for path, rule in sorted(metadata.templates.items()) if trigger in rule.when]
     if not rules:
         return []
     texts = render_isolated([
         (_read_template(volume / "templates", rule.template),
          _plain(context(name, architecture, config, devices, trigger, path,
                         dict(rule.properties))))
-        for path, rule in rules])
+        for trigger, path, rule in rules])
     written = []
-    for (path, rule), text in zip(rules, texts, strict=True):
+    for (trigger, path, rule), text in zip(rules, texts, strict=True):
         try:
             done = inroot.write_file(
                 os.fspath(volume / "rootfs"), path, text.encode(),
@@ -105,7 +109,7 @@ def apply(volume: Path, trigger: str, name: str, architecture: str, config: dict
             continue
         except OSError as e:
             raise BadRequest(f"Failed writing template {path} into {name!r}: {e}") from None
-        if done:
+        if done and path not in written:
             written.append(path)
     return written
 

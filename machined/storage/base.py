@@ -11,12 +11,16 @@ the daemon removes at start.
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from machined.storage import model
+
 VolumeKind = Literal["containers", "snapshots"]
+KINDS: tuple[VolumeKind, ...] = ("containers", "snapshots")
 
 
 class Pool(ABC):
@@ -33,18 +37,18 @@ class Pool(ABC):
     def prepare(self) -> None:
         """Make the layout if missing and empty tmp/ (an interrupted copy lives only there)."""
 
-    @abstractmethod
     def temp_path(self, label: str) -> Path:
         """A fresh name in this pool's tmp/ (same filesystem as the volumes: renames are
         atomic)."""
+        return self.tmp / f"{label}.{uuid.uuid4().hex[:8]}"
 
     # Image volumes
 
-    @abstractmethod
-    def image_volume(self, fingerprint: str) -> Path: ...
+    def image_volume(self, fingerprint: str) -> Path:
+        return self.root / "images" / model.check_volume_name(fingerprint)
 
-    @abstractmethod
-    def image_volume_exists(self, fingerprint: str) -> bool: ...
+    def image_volume_exists(self, fingerprint: str) -> bool:
+        return (self.image_volume(fingerprint) / "rootfs").is_dir()
 
     @abstractmethod
     def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
@@ -59,8 +63,11 @@ class Pool(ABC):
 
     # Instance and snapshot volumes
 
-    @abstractmethod
-    def volume_path(self, kind: VolumeKind, volume: str) -> Path: ...
+    def volume_path(self, kind: VolumeKind, volume: str) -> Path:
+        """Names come from the DB, which a bug could fill with anything: one safe component."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown volume kind {kind!r}")
+        return self.root / kind / model.check_volume_name(volume)
 
     @abstractmethod
     def volumes(self, kind: VolumeKind) -> list[str]:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -27,14 +26,14 @@ from typing import Literal
 from machined.errors import BadRequest, Conflict, NotFound
 from machined.runtime import mounts
 from machined.storage import model
-from machined.storage.base import Pool, VolumeKind
+from machined.storage.base import KINDS, Pool, VolumeKind
 from machined.storage.copy import (
     copy_tree,
     fsync_dir,
     remove_tree,
     sync_filesystem_blocking,
 )
-from machined.storage.dir import KINDS, statvfs_space
+from machined.storage.dir import statvfs_space
 from machined.sys.run import CommandError, run, run_async
 
 log = logging.getLogger(__name__)
@@ -62,16 +61,7 @@ class BtrfsPool(Pool):
             except (OSError, CommandError) as e:  # a pool stays usable; logged each start
                 log.error("Could not remove %s from pool %s: %s", entry, self.name, e)
 
-    def temp_path(self, label: str) -> Path:
-        return self.tmp / f"{label}.{uuid.uuid4().hex[:8]}"
-
     # Image volumes
-
-    def image_volume(self, fingerprint: str) -> Path:
-        return self.root / "images" / model.check_volume_name(fingerprint)
-
-    def image_volume_exists(self, fingerprint: str) -> bool:
-        return (self.image_volume(fingerprint) / "rootfs").is_dir()
 
     def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
         target = self.image_volume(fingerprint)
@@ -98,11 +88,6 @@ class BtrfsPool(Pool):
             remove_any(path)
 
     # Instance and snapshot volumes
-
-    def volume_path(self, kind: VolumeKind, volume: str) -> Path:
-        if kind not in KINDS:
-            raise ValueError(f"unknown volume kind {kind!r}")
-        return self.root / kind / model.check_volume_name(volume)
 
     def volumes(self, kind: VolumeKind) -> list[str]:
         try:

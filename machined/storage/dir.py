@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from machined.errors import Conflict, NotFound
-from machined.storage import model
-from machined.storage.base import Pool, VolumeKind
+from machined.storage.base import KINDS, Pool, VolumeKind
 from machined.storage.copy import (
     copy_tree,
     fsync_dir,
@@ -29,7 +28,6 @@ __all__ = ["DirPool", "remove_tree"]
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[VolumeKind, ...] = ("containers", "snapshots")
 
 
 class DirPool(Pool):
@@ -61,16 +59,7 @@ class DirPool(Pool):
             except OSError as e:  # a pool stays usable; logged each start
                 log.error("Could not remove %s from pool %s: %s", entry, self.name, e)
 
-    def temp_path(self, label: str) -> Path:
-        return self.tmp / f"{label}.{uuid.uuid4().hex[:8]}"
-
     # Image volumes
-
-    def image_volume(self, fingerprint: str) -> Path:
-        return self.root / "images" / model.check_volume_name(fingerprint)
-
-    def image_volume_exists(self, fingerprint: str) -> bool:
-        return (self.image_volume(fingerprint) / "rootfs").is_dir()
 
     def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
         target = self.image_volume(fingerprint)
@@ -92,11 +81,6 @@ class DirPool(Pool):
         self._discard(self.image_volume(fingerprint), f"deleted-image-{fingerprint[:12]}")
 
     # Instance and snapshot volumes
-
-    def volume_path(self, kind: VolumeKind, volume: str) -> Path:
-        if kind not in KINDS:
-            raise ValueError(f"unknown volume kind {kind!r}")
-        return self.root / kind / model.check_volume_name(volume)
 
     def volumes(self, kind: VolumeKind) -> list[str]:
         try:

@@ -29,9 +29,9 @@ from machined.db import snapshots as db_snapshots
 from machined.db import storage_pools as db_pools
 from machined.errors import BadRequest, Conflict, MachinedError, NotFound
 from machined.storage import btrfs, model
-from machined.storage.base import Pool
+from machined.storage.base import KINDS, Pool
 from machined.storage.copy import remove_tree
-from machined.storage.dir import KINDS, DirPool
+from machined.storage.dir import DirPool
 from machined.sys.run import CommandError
 
 if TYPE_CHECKING:

@@ -52,7 +52,7 @@ def test_systemd_is_pid1_and_boots(daemon, deb):
     assert daemon.ok("exec", deb, "--", "cat", "/etc/hostname").strip() == deb
     env = daemon.ok("exec", deb, "--", "cat", "/proc/1/environ")
     assert "container=lxc" in env
-    # /etc/hosts comes from the image's template, rendered at create.
+    # /etc/hosts comes from the image's create template, rendered at the first start.
     hosts = daemon.ok("exec", deb, "--", "cat", "/etc/hosts")
     assert f"127.0.1.1   {deb}" in hosts, hosts
     assert "127.0.1.1" in daemon.ok("exec", deb, "--", "getent", "hosts", deb)

@@ -135,9 +135,12 @@ def test_config_for_copy_regenerates_what_is_unique():
     config = copying.config_for_copy(source, {"user.drop": "", "user.new": "n"}, "new-uuid")
     assert config == {"volatile.base_image": "abc", "volatile.uuid": "new-uuid",
                       "volatile.last_state.power": "STOPPED", "limits.cpu": "1",
-                      "user.keep": "x", "user.new": "n"}
+                      "volatile.apply_template": "copy", "user.keep": "x", "user.new": "n"}
     fresh = copying.config_for_copy(source, {})
     assert fresh["volatile.uuid"] not in ("old", "new-uuid") and len(fresh["volatile.uuid"]) == 36
+    # A source that never started still owes its create templates (rendered at first start).
+    never_started = copying.config_for_copy({**source, "volatile.apply_template": "create"}, {})
+    assert never_started["volatile.apply_template"] == "create"
 
 
 def test_devices_for_copy_request_wins_by_name():
