@@ -748,7 +748,7 @@ def test_an_upload_cut_short_leaves_nothing_and_the_daemon_answers(daemon: Daemo
     root = rootfs(daemon, stopped) / "root"
     assert not (root / "cut").exists()
     assert not [p for p in os.listdir(root) if "cut" in p]
-    assert daemon.ok("file", "pull", f"{stopped}/etc/hostname", "-") != ""
+    assert daemon.ok("file", "pull", f"{stopped}/etc/inittab", "-") != ""
     logs = [daemon.root / "logs/machined.log", daemon.root.parent / "machined.stderr"]
     text = "".join(p.read_text(errors="replace") for p in logs if p.exists())
     assert "Client disconnected during POST" in text
