@@ -11,6 +11,7 @@ the daemon removes at start.
 
 from __future__ import annotations
 
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -69,9 +70,12 @@ class Pool(ABC):
             raise ValueError(f"unknown volume kind {kind!r}")
         return self.root / kind / model.check_volume_name(volume)
 
-    @abstractmethod
     def volumes(self, kind: VolumeKind) -> list[str]:
         """Names present on disk (start-up reconciliation compares them with the DB)."""
+        try:
+            return sorted(os.listdir(self.root / kind))
+        except FileNotFoundError:
+            return []
 
     @abstractmethod
     async def create_from_image(self, fingerprint: str, volume: str) -> Path:

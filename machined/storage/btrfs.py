@@ -89,12 +89,6 @@ class BtrfsPool(Pool):
 
     # Instance and snapshot volumes
 
-    def volumes(self, kind: VolumeKind) -> list[str]:
-        try:
-            return sorted(os.listdir(self.root / kind))
-        except FileNotFoundError:
-            return []
-
     async def create_from_image(self, fingerprint: str, volume: str) -> Path:
         source = self.image_volume(fingerprint)
         if not (source / "rootfs").is_dir():
