@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from machined import clock
+from machined.background import BackgroundLoop
 from machined.images.service import ImageService
 
 log = logging.getLogger("machined.images.tasks")
@@ -27,23 +28,12 @@ def _due(last: datetime | None, every: timedelta, now: datetime) -> bool:
     return last is None or now - last >= every or now < last
 
 
-class ImageTasks:
+class ImageTasks(BackgroundLoop):
     def __init__(self, images: ImageService) -> None:
         self.images = images
         self.last_update: datetime | None = None
         self.last_expiry: datetime | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def config_changed(self, old: dict[str, str], new: dict[str, str]) -> None:
         """State.config_listeners entry: a changed key re-runs its pass on the next tick."""

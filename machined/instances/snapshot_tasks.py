@@ -7,12 +7,12 @@ instances. Time is machined.clock's, so tests move it; the schedule itself is pu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from machined import clock
+from machined.background import BackgroundLoop
 from machined.config.validate import parse_bool
 from machined.db import instances as db_instances
 from machined.db import snapshots as db_snapshots
@@ -22,7 +22,7 @@ from machined.instances import schedule
 log = logging.getLogger("machined.instances.snapshot_tasks")
 
 
-class SnapshotTasks:
+class SnapshotTasks(BackgroundLoop):
     def __init__(self, snapshots: Any) -> None:
         """`snapshots` is the daemon's SnapshotService (instances/snapshots.py): create(name,
         None) names the snapshot from snapshots.pattern and dates its expiry from
@@ -31,17 +31,6 @@ class SnapshotTasks:
         self.instances = snapshots.instances
         self.db = snapshots.instances.state.db
         self.last: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def startup(self) -> None:
         """@startup entries: one snapshot of each instance that has one (running, or stopped

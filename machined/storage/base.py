@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from machined.errors import Conflict
 from machined.storage import model
 
 VolumeKind = Literal["containers", "snapshots"]
@@ -110,6 +111,16 @@ class Pool(ABC):
     def delete_spares(self, fingerprint: str) -> None:
         return None
 
-    @abstractmethod
     def resources(self) -> dict[str, dict[str, int]]:
         """{"space": {"used": bytes, "total": bytes}} of the pool's filesystem."""
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        return {"space": {"used": total - st.f_bfree * st.f_frsize, "total": total}}
+
+    def _free_target(self, kind: VolumeKind, volume: str) -> Path:
+        """Where a new volume goes; refused if anything (even a dangling link) is there."""
+        target = self.volume_path(kind, volume)
+        if os.path.lexists(target):
+            raise Conflict(f"Storage volume {kind}/{volume} already exists in pool "
+                           f"{self.name!r}")
+        return target

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from machined.errors import BadRequest, Conflict, NotFound
+from machined.errors import BadRequest, NotFound
 from machined.runtime import mounts
 from machined.storage import model
 from machined.storage.base import KINDS, Pool, VolumeKind
@@ -33,7 +33,6 @@ from machined.storage.copy import (
     remove_tree,
     sync_filesystem_blocking,
 )
-from machined.storage.dir import statvfs_space
 from machined.sys.run import CommandError, run, run_async
 
 log = logging.getLogger(__name__)
@@ -130,16 +129,6 @@ class BtrfsPool(Pool):
         path = self.volume_path(kind, volume)
         if os.path.lexists(path):
             remove_any(path, self.temp_path(f"deleted-{volume[:40]}"))
-
-    def resources(self) -> dict[str, dict[str, int]]:
-        return statvfs_space(self.root)
-
-    def _free_target(self, kind: VolumeKind, volume: str) -> Path:
-        target = self.volume_path(kind, volume)
-        if os.path.lexists(target):
-            raise Conflict(f"Storage volume {kind}/{volume} already exists in pool "
-                           f"{self.name!r}")
-        return target
 
     def _is_own_subvolume(self, source: Path) -> bool:
         real = Path(os.path.realpath(source))

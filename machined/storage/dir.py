@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from machined.errors import Conflict, NotFound
+from machined.errors import NotFound
 from machined.storage.base import KINDS, Pool, VolumeKind
 from machined.storage.copy import (
     copy_tree,
@@ -133,17 +133,7 @@ class DirPool(Pool):
         for spare in self.spares.glob(f"{fingerprint}.*"):
             self._discard(spare, "deleted-spare")
 
-    def resources(self) -> dict[str, dict[str, int]]:
-        return statvfs_space(self.root)
-
     # Helpers
-
-    def _free_target(self, kind: VolumeKind, volume: str) -> Path:
-        target = self.volume_path(kind, volume)
-        if os.path.lexists(target):
-            raise Conflict(f"Storage volume {kind}/{volume} already exists in pool "
-                           f"{self.name!r}")
-        return target
 
     async def _copy_into_place(self, source: Path, target: Path) -> None:
         tmp = self.temp_path(f"copy-{target.name[:40]}")
@@ -170,9 +160,3 @@ class DirPool(Pool):
         trash = self._to_trash(path, label)
         if trash is not None:
             remove_tree(trash)
-
-
-def statvfs_space(path: Path) -> dict[str, dict[str, int]]:
-    st = os.statvfs(path)
-    total = st.f_blocks * st.f_frsize
-    return {"space": {"used": total - st.f_bfree * st.f_frsize, "total": total}}
