@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("cli.commands.create:launch", "Create and start instances from images"),
     "list": ("cli.commands.list:list_cmd", "List instances"),
     "move": ("cli.commands.copy:move", "Rename instances or move them to another pool"),
+    "network": ("cli.commands.network:network", "Manage and attach instances to networks"),
     "operation": ("cli.commands.operation:operation", "List, show and cancel operations"),
     "pause": ("cli.commands.action:pause", "Pause (freeze) instances"),
     "profile": ("cli.commands.profile:profile", "Manage profiles"),

@@ -26,6 +26,9 @@ from machined.images.tasks import ImageTasks
 from machined.instances.service import InstanceService
 from machined.instances.snapshot_tasks import SnapshotTasks
 from machined.instances.snapshots import SnapshotService
+from machined.network.hooks import NetworkHooks
+from machined.network.proxy import ProxyService
+from machined.network.service import NetworkService
 from machined.paths import Paths
 from machined.state import State
 from machined.storage.pools import Storage
@@ -45,15 +48,17 @@ def setup_logging(paths: Paths, debug: bool) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def seed_profiles(state: State) -> None:
-    """The default profile exists from the first start on (profiles/default.yaml)."""
+def seed_profiles(state: State) -> bool:
+    """The default profile exists from the first start on (profiles/default.yaml); True
+    when it was made now (the first start of this state directory)."""
     if "default" in db_profiles.names(state.db):
-        return
+        return False
     data = yaml.safe_load((PROFILES_DIR / "default.yaml").read_text()) or {}
     db_profiles.create(state.db, db_profiles.ProfileRecord(
         name="default", description=data.get("description", ""),
         config={k: str(v) for k, v in (data.get("config") or {}).items()},
         devices=data.get("devices") or {}))
+    return True
 
 
 PRUNE_EVERY = 1000
@@ -96,7 +101,7 @@ async def serve(paths: Paths) -> None:
     state = State(db=db, paths=paths, operations=Operations(_recorder(holder)))  # type: ignore[arg-type]
     holder.append(state)
     db_operations.prune(db)
-    seed_profiles(state)
+    first_start = seed_profiles(state)
     storage = Storage(state)
     state.storage = storage
     storage.load()  # a pool that cannot be mounted stays unavailable (logged), not fatal
@@ -110,9 +115,16 @@ async def serve(paths: Paths) -> None:
     snapshots = SnapshotService(instances)
     alive = instances.recover()
     log.info("Found %d running container(s): %s", len(alive), ", ".join(alive) or "none")
+    # Bridges and dnsmasq are reconciled (never torn down under running containers), then
+    # the running instances' proxies come back.
+    networks = NetworkService(state)
+    await networks.startup(first_start)
+    network_hooks = NetworkHooks(state, networks, ProxyService(state))
+    instances.network_hooks = network_hooks
+    await network_hooks.recover(alive)
     images.refill_spares()  # images that instances are made from keep a spare ready
 
-    app = build_app(state, storage, instances, images, snapshots)
+    app = build_app(state, storage, instances, images, snapshots, networks)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     if paths.socket.exists() or paths.socket.is_symlink():
@@ -140,6 +152,7 @@ async def serve(paths: Paths) -> None:
     await snapshot_tasks.stop()
     await image_tasks.stop()
     await instances.cancel_background()
+    await network_hooks.close()
     await snapshots.cancel_background()
     await https.stop()
     await runner.cleanup()

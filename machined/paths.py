@@ -65,6 +65,21 @@ class Paths:
     def daemon_log(self) -> Path:
         return self.root / "logs" / "machined.log"
 
+    def network(self, name: str) -> Path:
+        """A managed network's files: dnsmasq's pid, leases and hosts files. Traversable by
+        dnsmasq, which reads its hosts file as nobody (the state directory is 0711)."""
+        return self.root / "networks" / name
+
+    @property
+    def link_tag(self) -> str:
+        """The IFLA_IFALIAS prefix of every host interface this daemon makes (bridges, nic
+        host sides): "<tag> <kind> <owner>". Cleanup deletes only interfaces carrying its
+        own tag, never another daemon's or the host's."""
+        import hashlib
+
+        digest = hashlib.sha256(os.path.abspath(self.root).encode()).hexdigest()[:12]
+        return f"machined:{digest}"
+
     @property
     def tmp(self) -> Path:
         """Scratch space on the same filesystem as the pool, so renames are atomic."""

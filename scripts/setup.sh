@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(python3 python3-venv debootstrap squashfs-tools xz-utils zstd uidmap util-linux
-          coreutils tar gzip btrfs-progs)
+          coreutils tar gzip btrfs-progs iproute2 dnsmasq-base nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -39,8 +39,11 @@ class Daemon:
         self.root = root
         # Each daemon's mc gets its own client config (remotes, client certificate): tests
         # never read or write the user's ~/.config/mc.
+        # MACHINED_INIT_NETWORK=none: no default bridge (mcbr0, NAT on) at the first start;
+        # network tests make their own bridges with ipv4.nat=false.
         self.env = {**os.environ, "MACHINED_DIR": os.fspath(root),
-                    "MC_CONF": os.fspath(root.parent / "mc-conf")}
+                    "MC_CONF": os.fspath(root.parent / "mc-conf"),
+                    "MACHINED_INIT_NETWORK": "none"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     mc_path = os.fspath(BIN / "mc")
@@ -151,8 +154,42 @@ def _teardown(d: Daemon, base: Path) -> None:
         d.kill()
     leftovers = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                  if os.fspath(base) in line]
+    network_leftovers = remove_network_leftovers(d.root)
     shutil.rmtree(base, ignore_errors=True)
     assert not leftovers, f"mounts left behind: {leftovers}"
+    assert not network_leftovers, f"network objects left behind: {network_leftovers}"
+
+
+def remove_network_leftovers(root: Path) -> list[str]:
+    """Kill the dnsmasq processes of state directory `root` (by PID, only those whose
+    command line names it) and delete the host interfaces carrying its link tag; returns
+    what it found (a test that deletes its networks leaves nothing)."""
+    from pyroute2 import IPRoute
+
+    from machined.paths import Paths
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dnsmasq") and any(
+                os.fsencode(root) + b"/" in arg for arg in argv):
+            found.append(f"dnsmasq pid {entry.name}")
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+    tag = Paths(root).link_tag
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            alias = link.get_attr("IFLA_IFALIAS") or ""
+            if alias.split(" ")[0] == tag:
+                found.append(f"interface {link.get_attr('IFLA_IFNAME')} ({alias})")
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -16,25 +16,28 @@ from machined.api import (
     routes_image_export,
     routes_images,
     routes_instances,
+    routes_networks,
     routes_profiles,
     routes_server,
     routes_snapshots,
     routes_storage,
 )
 from machined.api.access import trust_middleware
-from machined.api.context import IMAGES, INSTANCES, SNAPSHOTS, STATE, STORAGE
+from machined.api.context import IMAGES, INSTANCES, NETWORKS, SNAPSHOTS, STATE, STORAGE
 from machined.api.https import HTTPS, HttpsEndpoint
 from machined.api.responses import error_middleware
 from machined.images.service import ImageService
 from machined.instances.service import InstanceService
 from machined.instances.snapshots import SnapshotService
+from machined.network.service import NetworkService
 from machined.state import State
 from machined.storage.pools import Storage
 
 
 def build_app(state: State, storage: Storage, instances: InstanceService,
               images: ImageService | None = None,
-              snapshots: SnapshotService | None = None) -> web.Application:
+              snapshots: SnapshotService | None = None,
+              networks: NetworkService | None = None) -> web.Application:
     # trust_middleware runs inside error_middleware: its refusals are LXD error envelopes.
     app = web.Application(middlewares=[error_middleware, trust_middleware],
                           client_max_size=1 << 40)
@@ -44,6 +47,7 @@ def build_app(state: State, storage: Storage, instances: InstanceService,
     app[INSTANCES] = instances
     app[IMAGES] = images if images is not None else ImageService(state, storage, instances)
     app[SNAPSHOTS] = snapshots if snapshots is not None else SnapshotService(instances)
+    app[NETWORKS] = networks if networks is not None else NetworkService(state)
     for table in (routes_server.routes, routes_instances.routes, routes_exec.routes,
                   routes_images.alias_routes, routes_image_export.routes, routes_images.routes,
                   routes_profiles.routes, routes_certificates.routes):
@@ -51,6 +55,7 @@ def build_app(state: State, storage: Storage, instances: InstanceService,
     app.add_routes(routes_files.routes)
     app.add_routes(routes_snapshots.routes)
     app.add_routes(routes_storage.routes)
+    app.add_routes(routes_networks.routes)
     return app
 
 

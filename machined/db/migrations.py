@@ -161,3 +161,18 @@ def m0003_storage_pools_and_snapshots(db: Database) -> None:
         UNIQUE (instance_id, name)
     );
     """)
+
+
+@MIGRATIONS()
+def m0004_networks(db: Database) -> None:
+    """Issue 6: managed networks (bridges with DHCP/DNS by dnsmasq, optional NAT)."""
+    db.executescript("""
+    CREATE TABLE networks (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL DEFAULT 'bridge',
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL DEFAULT ''
+    );
+    """)

@@ -31,6 +31,7 @@ from machined.state import State
 from machined.storage.model import new_volume_name
 
 if TYPE_CHECKING:
+    from machined.network.hooks import NetworkHooks
     from machined.storage.base import Pool
     from machined.storage.pools import Storage
 
@@ -98,6 +99,9 @@ class InstanceService:
         self._last_launch = 0.0
         # images.service.ImageService, set by the daemon: launches from remote servers.
         self.remote_images: Any = None
+        # network.hooks.NetworkHooks, set by the daemon: nics and proxies around starts
+        # and stops (None: instances get no networking, as in tests of this service alone).
+        self.network_hooks: NetworkHooks | None = None
 
     def refill_spare(self, fingerprint: str, pool: str = model.DEFAULT_POOL) -> None:
         """Prepare the next container's copy of this image in pool `pool` in the background

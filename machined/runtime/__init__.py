@@ -18,11 +18,11 @@ from machined.runtime.container import (
     usage,
 )
 from machined.runtime.execproc import ExecProcess, exec
+from machined.runtime.netns import NamespaceGone, netns_socket
 from machined.runtime.spec import LaunchSpec, build_spec, default_idmap, stop_signal_for
 
 __all__ = [
-    "CGROUP_GONE", "ExecProcess", "LaunchSpec", "RunningContainer", "RuntimeFailure", "Usage",
-    "apply_limits", "build_spec",
-    "default_idmap", "exec", "find", "freeze", "is_frozen", "start", "stop", "stop_signal_for",
-    "thaw", "usage",
+    "CGROUP_GONE", "ExecProcess", "LaunchSpec", "NamespaceGone", "RunningContainer",
+    "RuntimeFailure", "Usage", "apply_limits", "build_spec", "default_idmap", "exec", "find",
+    "freeze", "is_frozen", "netns_socket", "start", "stop", "stop_signal_for", "thaw", "usage",
 ]

@@ -33,6 +33,10 @@ class LaunchSpec:
     limits: dict[str, str] = field(default_factory=dict)
     # Device mounts (machined.config.devices.runtime_devices): disk binds and unix nodes.
     devices: list[dict[str, Any]] = field(default_factory=list)
+    # Network interfaces made on the host by the daemon (network/nics.py), moved into the
+    # container's network namespace before its init runs: {"host_peer": name on the host,
+    # "name": interface name inside, e.g. eth0}.
+    nics: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
