@@ -1,7 +1,7 @@
 """Figures for issue targets, printed (not asserted). Runs its own machined on a temporary
 MACHINED_DIR, uses the cached test images, and removes everything it made.
 
-    sudo .venv/bin/python bench/bench.py [--runs 5] [--files | --images | --storage]
+    sudo .venv/bin/python bench/bench.py [--runs 5] [--files | --images | --storage | --network]
 """
 
 from __future__ import annotations
@@ -222,6 +222,79 @@ def bench_pool(daemon: Daemon, label: str, extra: list[str], runs: int, ref: flo
     daemon.ok("delete", "--force", name)
 
 
+def bench_network(daemon: Daemon, base: Path, runs: int) -> None:
+    """A managed bridge (NAT off, private subnet): network create, busybox launch to its
+    DHCP address, with and without a nic, `mc list` of 10 containers with addresses, and a
+    proxy device's connection latency and throughput against plain loopback."""
+    import socket
+
+    box = built_image("busybox", "unified")
+    if daemon.mc("image", "info", "busybox").code != 0:
+        daemon.ok("image", "import", *map(os.fspath, box), "--alias", "busybox")
+    net = "benchbr0"
+    samples = []
+    for _ in range(runs):
+        samples.append(timed(lambda: daemon.ok(
+            "network", "create", net, "ipv4.address=10.211.0.1/24", "ipv4.nat=false",
+            "ipv6.address=none")))
+        daemon.ok("network", "delete", net)
+    report("mc network create (bridge + dnsmasq)", samples, "-")
+    daemon.ok("network", "create", net, "ipv4.address=10.211.0.1/24", "ipv4.nat=false",
+              "ipv6.address=none")
+    try:
+        def address(name: str) -> str:
+            state = daemon.api("GET", f"/1.0/instances/{name}/state")
+            for addr in ((state.get("network") or {}).get("eth0") or {}).get("addresses", []):
+                if addr["family"] == "inet":
+                    return str(addr["address"])
+            return ""
+
+        def launch_to_address(name: str) -> None:
+            daemon.ok("launch", "busybox", name, "--network", net)
+            deadline = time.monotonic() + 60
+            while not address(name):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} got no address")
+                time.sleep(0.01)
+
+        samples = []
+        for i in range(runs):
+            samples.append(timed(lambda i=i: launch_to_address(f"n{i}")))
+            daemon.ok("delete", "--force", f"n{i}")
+        report("mc launch busybox --network -> DHCP address", samples, "-")
+        for label, extra in (("no nic", ["--no-profiles", "-s", "default"]),
+                             ("one nic", ["--network", net])):
+            samples = []
+            for i in range(runs):
+                samples.append(timed(lambda i=i, extra=extra: daemon.ok("launch", "busybox",
+                                                                        f"m{i}", *extra)))
+                daemon.ok("delete", "--force", f"m{i}")
+            report(f"mc launch busybox ({label})", samples, "-")
+        for i in range(10):
+            launch_to_address(f"l{i}")
+        samples = [timed(lambda: daemon.ok("list")) for _ in range(20)]
+        report("mc list (10 containers with addresses)", samples, "< 150 ms")
+
+        daemon.ok("config", "device", "add", "l0", "web", "proxy",
+                  "listen=tcp:127.0.0.1:18990", "connect=tcp:127.0.0.1:8080")
+        daemon.ok("restart", "l0")
+        daemon.ok("exec", "l0", "--", "sh", "-c",
+                  "nohup nc -lk -p 8080 -e cat >/dev/null 2>&1 </dev/null &")
+        time.sleep(0.3)
+
+        def roundtrip() -> None:
+            with socket.create_connection(("127.0.0.1", 18990), timeout=10) as conn:
+                conn.sendall(b"x")
+                conn.recv(1)
+
+        samples = [timed(roundtrip) for _ in range(30)]
+        report("proxy: connect + 1-byte echo through the container", samples, "-")
+    finally:
+        for inst in daemon.instances():
+            daemon.mc("delete", "--force", inst["name"])
+        daemon.mc("network", "delete", net)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -229,6 +302,8 @@ def main() -> int:
                         help="only the file transfer figures (mc file push/pull)")
     parser.add_argument("--images", action="store_true",
                         help="only the image server figures (remote launch, copy, publish)")
+    parser.add_argument("--network", action="store_true",
+                        help="only the network figures (bridge, DHCP, proxy)")
     parser.add_argument("--storage", action="store_true",
                         help="only the snapshot/restore/copy figures (dir and btrfs pools)")
     args = parser.parse_args()
@@ -245,6 +320,9 @@ def main() -> int:
             return 0
         if args.storage:
             bench_storage(daemon, base, args.runs)
+            return 0
+        if args.network:
+            bench_network(daemon, base, args.runs)
             return 0
         fingerprint = debian_fingerprint(daemon)
 
@@ -294,6 +372,7 @@ def main() -> int:
         bench_files(daemon, base, args.runs)
         bench_images(daemon, base, args.runs)
         bench_storage(daemon, base, args.runs)
+        bench_network(daemon, base, args.runs)
     finally:
         for inst in daemon.instances() if daemon.proc else []:
             daemon.mc("delete", "--force", inst["name"])

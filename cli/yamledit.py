@@ -1,5 +1,7 @@
-"""YAML documents users edit (`config edit`, `profile edit|create`): loading with one-line
-errors, API strings from YAML scalars, and the $EDITOR loop. yaml is imported only when used."""
+"""YAML documents users edit (`config edit`, `profile edit|create`, `storage|network edit`):
+loading with one-line errors, API strings from YAML scalars, the $EDITOR loop, and the
+get/set/unset/edit rules of objects whose writable fields are config and description. yaml is
+imported only when used."""
 
 from __future__ import annotations
 
@@ -99,3 +101,76 @@ def edit_until_accepted(text: str, apply: Callable[[str], None], what: str) -> N
                 input()
             except (EOFError, KeyboardInterrupt):
                 raise CliError(f"Aborted: {what} was not changed") from None
+
+
+# Objects whose writable fields are `config` and `description` (storage pools, networks):
+# the PUT body, an edited document, and `get|set|unset [-p]`.
+
+def writable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The PUT body of such an object as it is now."""
+    return {"config": dict(obj.get("config") or {}), "description": obj.get("description") or ""}
+
+
+def parse_writable_yaml(text: str) -> dict[str, Any]:
+    """The writable fields (config, description) an edited document gives; the others are
+    ignored, and fields left out are not in the result (they stay as they are)."""
+    data = load_mapping(text)
+    out: dict[str, Any] = {}
+    if "config" in data:
+        out["config"] = string_map(data["config"], "config")
+    if "description" in data:
+        out["description"] = stringify(data["description"])
+    return out
+
+
+def get_value(obj: dict[str, Any], key: str, prop: bool, properties: tuple[str, ...],
+              what: str) -> str:
+    """`get <key>`: a config value ("" when unset), or with -p one of `properties`."""
+    if not prop:
+        return str((obj.get("config") or {}).get(key, ""))
+    if key not in properties:
+        raise CliError(f'The property "{key}" does not exist on the {what} '
+                       f"(accepted: {', '.join(properties)})")
+    return stringify(obj.get(key, ""))
+
+
+def set_values(body: dict[str, Any], values: dict[str, str], prop: bool, what: str) -> None:
+    """`set`: config keys, or with -p the description (the only writable property)."""
+    if not prop:
+        body["config"] = {**body["config"], **values}
+        return
+    unknown = sorted(set(values) - {"description"})
+    if unknown:
+        raise CliError(f'The property "{unknown[0]}" does not exist on the {what} '
+                       "(accepted: description)")
+    body["description"] = values["description"]
+
+
+def unset_value(body: dict[str, Any], key: str, prop: bool, what: str) -> None:
+    """`unset`: a config key that is set, or with -p the description."""
+    if prop:
+        if key != "description":
+            raise CliError(f'The property "{key}" does not exist on the {what} '
+                           "(accepted: description)")
+        body["description"] = ""
+        return
+    if key not in body["config"]:
+        raise CliError(f'The key "{key}" is not set on the {what}')
+    body["config"] = {k: v for k, v in body["config"].items() if k != key}
+
+
+def edit_object(client: Any, url: str, show: Callable[[dict[str, Any]], str], header: str,
+                what: str) -> None:
+    """`edit`: the document from stdin when it is not a terminal, else in $EDITOR (again
+    until the daemon accepts it); the writable fields it gives replace the object's."""
+    import sys
+
+    def apply(text: str) -> None:
+        changes = parse_writable_yaml(text)
+        if changes:  # an empty document changes nothing
+            client.put(url, {**writable(client.get(url) or {}), **changes})
+
+    if not sys.stdin.isatty():
+        apply(sys.stdin.read())
+        return
+    edit_until_accepted(header + show(client.get(url) or {}), apply, what)

@@ -95,6 +95,10 @@ def _lock_state_dir(paths: Paths) -> int:
 
 async def serve(paths: Paths) -> None:
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # Traversable, not listable (LXD does the same): dnsmasq reads its hosts file in
+    # networks/<n>/ as nobody. The private directories below it (database, logs, images)
+    # are 0700.
+    os.chmod(paths.root, 0o711)
     _lock_state_dir(paths)
     db = open_database(paths.database)
     holder: list[State] = []
@@ -160,6 +164,17 @@ async def serve(paths: Paths) -> None:
     db.close()
 
 
+def raise_fd_limit(wanted: int = 65536) -> None:
+    """Each proxied connection holds two fds and each running container's exec server one:
+    the default soft limit of 1024 is too few. Helpers put it back for containers."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from machined.runtime import mounts
 
     mounts.enter_private_mount_namespace()
+    raise_fd_limit()
     setup_logging(paths, args.debug)
     try:
         asyncio.run(serve(paths))

@@ -30,9 +30,11 @@ def create_request(
     storage: str | None = None,
     description: str | None = None,
     start: bool = False,
+    nic: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The POST /1.0/instances body for image `image` (without its remote); `source` is the
-    image source when it is not on the target. The server resolves alias or fingerprint."""
+    image source when it is not on the target; `nic` (--network) becomes the instance's own
+    eth0, over any eth0 of its profiles. The server resolves alias or fingerprint."""
     body: dict[str, Any] = {
         "source": source or {"type": "image", "alias": image},
         "config": parse_key_values(config),
@@ -48,8 +50,13 @@ def create_request(
         body["profiles"] = []
     elif profiles:
         body["profiles"] = list(profiles)
+    devices: dict[str, dict[str, str]] = {}
     if storage:
-        body["devices"] = {"root": {"type": "disk", "path": "/", "pool": storage}}
+        devices["root"] = {"type": "disk", "path": "/", "pool": storage}
+    if nic:
+        devices["eth0"] = {**nic, "name": "eth0"}
+    if devices:
+        body["devices"] = devices
     if description is not None:
         body["description"] = description
     return body
@@ -99,7 +106,17 @@ def _check_public(env: Env, remote: str, image: str, target_remote: str) -> None
                        f"copy {remote}:{image} {target_remote}:)")
 
 
-def _create(env: Env, image: str, name: str | None, start: bool, **flags: Any) -> None:
+def _network_nic(env: Env, remote: str, network: str | None) -> dict[str, str] | None:
+    """The nic `--network` asks for: on the network of that name on the target remote."""
+    if not network:
+        return None
+    from cli.commands.network import instance_nic, network_url
+
+    return instance_nic(env.client(remote).get(network_url(network)) or {})
+
+
+def _create(env: Env, image: str, name: str | None, start: bool, network: str | None,
+            **flags: Any) -> None:
     from cli.progress import wait_with_progress
 
     target_remote, target = env.split(name) if name else (env.default_remote(), None)
@@ -108,9 +125,10 @@ def _create(env: Env, image: str, name: str | None, start: bool, **flags: Any) -
     image_remote, image_name = env.split(image)
     if not image_name:
         raise CliError(f'Missing image name in "{image}"')
+    nic = _network_nic(env, target_remote, network)  # a typo fails before any work
     source = image_source(env, image_remote, image_name, target_remote)
     env.say(f"Creating {target}" if target else "Creating the instance")
-    body = create_request(image_name, target, source=source, start=start, **flags)
+    body = create_request(image_name, target, source=source, start=start, nic=nic, **flags)
     client = env.client(target_remote)
     op = client.post("/1.0/instances", body, wait=False)
     if not target:
@@ -149,6 +167,8 @@ def _options(f: Any) -> Any:
             click.option("--no-profiles", is_flag=True, help="Apply no profiles."),
             click.option("-e", "--ephemeral", is_flag=True, help="Ephemeral instance."),
             click.option("-s", "--storage", help="Storage pool name."),
+            click.option("-n", "--network",
+                         help="Network for the instance's eth0 (instead of its profiles')."),
             click.option("--description", help="Instance description."),
         ]
     ):

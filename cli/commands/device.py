@@ -70,6 +70,12 @@ def add_device(devices: dict[str, Device], name: str, kind: str, args: tuple[str
     return {**devices, name: {"type": kind, **new}}
 
 
+def note_next_start(target: Target, obj: dict[str, Any]) -> None:
+    """Devices apply when an instance starts: say so when a running one got a new one."""
+    if target.kind == "instance" and str(obj.get("status", "")).lower() == "running":
+        click.echo(f"The device takes effect at the next start of {target.name}", err=True)
+
+
 def _local(target: Target, obj: dict[str, Any], name: str, what: str) -> Device:
     devices = obj.get("devices") or {}
     if name in devices:
@@ -120,8 +126,7 @@ def make_group(kind: str) -> click.Group:
         tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings,
                                       tgt.name))
         env.say(f"Device {device} added to {tgt.name}")
-        if kind == "instance" and str(obj.get("status", "")).lower() == "running":
-            click.echo(f"The device takes effect at the next start of {tgt.name}", err=True)
+        note_next_start(tgt, obj)
 
     @group.command("remove")
     @_target_arg(kind)

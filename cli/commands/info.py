@@ -10,7 +10,7 @@ import click
 from cli.client import Client
 from cli.context import Env, pass_env
 from cli.errors import ApiError
-from cli.output import format_bytes, format_time, render_table, render_yaml
+from cli.output import format_bytes, format_time, printable, render_table, render_yaml
 from cli.params import url_part
 
 
@@ -67,11 +67,11 @@ def _resources(state: dict[str, Any]) -> list[str]:
             out.append(f"    Memory (limit): {format_bytes(memory['total'])}")
         if memory.get("swap_usage"):
             out.append(f"    Swap (current): {format_bytes(memory['swap_usage'])}")
-    network = {k: v for k, v in (state.get("network") or {}).items() if k != "lo"}
+    network = state.get("network") or {}
     if network:
         out.append("  Network usage:")
         for iface, net in sorted(network.items()):
-            out.append(f"    {iface}:")
+            out.append(f"    {printable(iface)}:")  # the container names its interfaces
             out += _iface(net)
     return out
 
@@ -83,6 +83,7 @@ def _limits(inst: dict[str, Any]) -> list[str]:
 
 
 def _iface(net: dict[str, Any]) -> list[str]:
+    """One interface of `Network usage:` (lxc's layout: counters, then IP addresses)."""
     out = []
     for label, key in (
         ("Type", "type"),
@@ -92,8 +93,8 @@ def _iface(net: dict[str, Any]) -> list[str]:
         ("MTU", "mtu"),
     ):
         if net.get(key):
-            value = str(net[key]).upper() if key == "state" else net[key]
-            out.append(f"      {label}: {value}")
+            value = str(net[key]).upper() if key == "state" else str(net[key])
+            out.append(f"      {label}: {printable(value)}")
     counters = net.get("counters") or {}
     for label, key in (
         ("Bytes received", "bytes_received"),
@@ -107,9 +108,18 @@ def _iface(net: dict[str, Any]) -> list[str]:
     addresses = net.get("addresses") or []
     if addresses:
         out.append("      IP addresses:")
-        for a in addresses:
-            mask = f"/{a['netmask']}" if a.get("netmask") else ""
-            out.append(f"        {a.get('family')}:  {a.get('address')}{mask} ({a.get('scope')})")
+        out += address_lines(addresses, "        ")
+    return out
+
+
+def address_lines(addresses: list[dict[str, Any]], indent: str) -> list[str]:
+    """`inet:  10.1.2.3/24 (global)`, `inet6: fd42::5/64 (global)`, one per address."""
+    out = []
+    for a in addresses:
+        mask = f"/{a['netmask']}" if a.get("netmask") not in (None, "") else ""
+        family = f"{a.get('family')}:"
+        text = f"{family:<6} {a.get('address')}{mask} ({a.get('scope')})"
+        out.append(indent + printable(text))
     return out
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,7 +16,15 @@ from cli.errors import CliError
 from cli.lazy import LazyGroup
 from cli.output import format_bytes, parse_format, render, render_yaml
 from cli.params import parse_key_values, url_part
-from cli.yamledit import edit_until_accepted, load_mapping, sorted_map, string_map, stringify
+from cli.yamledit import (
+    edit_object,
+    get_value,
+    parse_writable_yaml,
+    set_values,
+    sorted_map,
+    unset_value,
+    writable,
+)
 
 if TYPE_CHECKING:
     from cli.client import Client
@@ -78,19 +85,7 @@ def pool_yaml(pool: Pool) -> str:
     })
 
 
-def parse_pool_yaml(text: str) -> Pool:
-    """The writable fields (config, description) an edited document gives; others ignored."""
-    data = load_mapping(text)
-    out: Pool = {}
-    if "config" in data:
-        out["config"] = string_map(data["config"], "config")
-    if "description" in data:
-        out["description"] = stringify(data["description"])
-    return out
-
-
-def writable(pool: Pool) -> Pool:
-    return {"config": dict(pool.get("config") or {}), "description": pool.get("description") or ""}
+parse_pool_yaml = parse_writable_yaml  # the fields an edited document may change
 
 
 def used_by_kinds(used_by: list[str]) -> dict[str, list[str]]:
@@ -238,13 +233,8 @@ def info(env: Env, name: str, raw_bytes: bool) -> None:
 def get(env: Env, name: str, key: str, prop: bool) -> None:
     """Print a storage pool config key (or property with -p)."""
     client, name = _target(env, name)
-    pool = client.get(_url(name)) or {}
-    if prop:
-        if key not in ("description", "name", "driver", "status"):
-            raise CliError(f'The property "{key}" does not exist on the storage pool')
-        click.echo(str(pool.get(key, "")))
-        return
-    click.echo((pool.get("config") or {}).get(key, ""))
+    click.echo(get_value(client.get(_url(name)) or {}, key, prop,
+                         ("description", "name", "driver", "status"), "storage pool"))
 
 
 @storage.command("set")
@@ -259,14 +249,7 @@ def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
     client, name = _target(env, name)
     values = parse_settings(settings)
     body = writable(client.get(_url(name)) or {})
-    if prop:
-        unknown = sorted(set(values) - {"description"})
-        if unknown:
-            raise CliError(f'The property "{unknown[0]}" does not exist on the storage pool '
-                           "(accepted: description)")
-        body["description"] = values["description"]
-    else:
-        body["config"].update(values)
+    set_values(body, values, prop, "storage pool")
     client.put(_url(name), body)
 
 
@@ -279,15 +262,7 @@ def unset(env: Env, name: str, key: str, prop: bool) -> None:
     """Unset a storage pool config key (or property with -p)."""
     client, name = _target(env, name)
     body = writable(client.get(_url(name)) or {})
-    if prop:
-        if key != "description":
-            raise CliError(f'The property "{key}" does not exist on the storage pool '
-                           "(accepted: description)")
-        body["description"] = ""
-    else:
-        if key not in body["config"]:
-            raise CliError(f'The key "{key}" is not set on the storage pool')
-        del body["config"][key]
+    unset_value(body, key, prop, "storage pool")
     client.put(_url(name), body)
 
 
@@ -297,14 +272,4 @@ def unset(env: Env, name: str, key: str, prop: bool) -> None:
 def edit(env: Env, name: str) -> None:
     """Edit a storage pool as YAML: in $EDITOR on a terminal, else read from stdin."""
     client, name = _target(env, name)
-
-    def apply(text: str) -> None:
-        changes = parse_pool_yaml(text)
-        if changes:  # fields left out stay; an empty document changes nothing
-            client.put(_url(name), {**writable(client.get(_url(name)) or {}), **changes})
-
-    if not sys.stdin.isatty():
-        apply(sys.stdin.read())
-        return
-    edit_until_accepted(EDIT_HELP + pool_yaml(client.get(_url(name))), apply,
-                        "the storage pool")
+    edit_object(client, _url(name), pool_yaml, EDIT_HELP, "the storage pool")

@@ -16,6 +16,7 @@ from typing import Any
 
 from machined.config import validate as v
 from machined.errors import BadRequest
+from machined.network import proxy_model
 
 Devices = Mapping[str, Mapping[str, Any]]
 
@@ -142,9 +143,24 @@ NIC_KEYS: dict[str, v.Validator] = {
 # nictypes that attach to a host interface named by `parent`.
 _NEEDS_PARENT = ("bridged", "ipvlan", "macvlan", "physical", "sriov")
 
+proxy_address = v.Validator(proxy_model.SYNTAX,
+                            lambda value: proxy_model.parse_address(value) and None)
+
+
+# Proxy devices as LXD (non-NAT mode, TCP); udp/unix addresses, nat=true, security.uid/gid
+# and unix socket ownership are refused rather than stored and ignored.
+PROXY_KEYS: dict[str, v.Validator] = {
+    "listen": proxy_address,
+    "connect": proxy_address,
+    "bind": v.one_of(*proxy_model.BINDS),
+    "nat": v.Validator("false (nat=true is not supported: connections are proxied)",
+                       lambda value: v.parse_bool(value) is False),
+    "proxy_protocol": v.is_bool,
+}
+
 TYPES: dict[str, dict[str, v.Validator]] = {
-    "disk": DISK_KEYS, "nic": NIC_KEYS, "none": {}, "unix-block": UNIX_KEYS,
-    "unix-char": UNIX_KEYS,
+    "disk": DISK_KEYS, "nic": NIC_KEYS, "none": {}, "proxy": PROXY_KEYS,
+    "unix-block": UNIX_KEYS, "unix-char": UNIX_KEYS,
 }
 
 
@@ -230,10 +246,11 @@ def _check_unix(name: str, config: Mapping[str, str]) -> None:
 
 def _check_nic(name: str, config: Mapping[str, str]) -> None:
     if "network" in config:
-        for key in ("nictype", "parent"):
-            if key in config:
-                raise BadRequest(f"Nic device {name!r} sets both 'network' and {key!r}: "
-                                 "a managed network chooses the nictype and parent itself")
+        # nictype=bridged is redundant but harmless (managed networks are bridges).
+        if "parent" in config or config.get("nictype", "bridged") != "bridged":
+            key = "parent" if "parent" in config else "nictype"
+            raise BadRequest(f"Nic device {name!r} sets both 'network' and {key!r}: "
+                             "a managed network chooses the nictype and parent itself")
         return
     nictype = config.get("nictype")
     if nictype is None:
@@ -244,9 +261,33 @@ def _check_nic(name: str, config: Mapping[str, str]) -> None:
                          "host interface it attaches to)")
 
 
+# What the nic code implements per nictype; other keys are refused at start rather than
+# silently ignored (security.mac_filtering=true doing nothing would be a false promise).
+NIC_STARTABLE: dict[str, frozenset[str]] = {
+    "bridged": frozenset({"type", "network", "nictype", "parent", "name", "hwaddr", "mtu",
+                          "host_name", "ipv4.address", "boot.priority"}),
+    "macvlan": frozenset({"type", "nictype", "parent", "name", "hwaddr", "mtu",
+                          "boot.priority"}),
+}
+
+
+def check_nic_start(name: str, config: Mapping[str, str]) -> None:
+    """At start: a (validated) nic whose nictype or keys machined does not implement yet is
+    refused with what is accepted."""
+    nictype = "bridged" if config.get("network") else config.get("nictype", "")
+    if nictype not in NIC_STARTABLE:
+        raise BadRequest(f"Device {name!r}: nictype {nictype!r} is not supported yet: accepted "
+                         f"are {', '.join(NIC_STARTABLE)}")
+    unsupported = sorted(set(config) - NIC_STARTABLE[nictype])
+    if unsupported:
+        raise BadRequest(f"Device {name!r}: key {unsupported[0]!r} is not supported yet for "
+                         f"nictype {nictype}: supported are "
+                         f"{', '.join(sorted(NIC_STARTABLE[nictype] - {'type'}))}")
+
+
 _CHECKS: dict[str, Callable[[str, Mapping[str, str]], None]] = {
     "disk": _check_disk, "unix-char": _check_unix, "unix-block": _check_unix,
-    "nic": _check_nic,
+    "nic": _check_nic, "proxy": proxy_model.check_device,
 }
 
 
@@ -277,6 +318,7 @@ def validate_expanded(devices: Devices) -> None:
             raise BadRequest(f"Nic devices {ifnames[ifname]!r} and {name!r} both use interface "
                              f"name {ifname!r}")
         ifnames[ifname] = name
+    proxy_model.check_expanded(devices)
 
 
 def is_root_disk(dev: Mapping[str, Any]) -> bool:

@@ -75,6 +75,7 @@ class ProfileService:
             name=name, description=str(body.get("description") or ""),
             config=_set(_config(body.get("config"))), devices=_devices(body.get("devices")))
         self.instances.check_device_pools(rec.devices)
+        self.instances.check_nics(None, rec.devices)
         db_profiles.create(self.state.db, rec)
         log.info("Created profile %s", name)
         return name
@@ -94,6 +95,7 @@ class ProfileService:
                 new.devices = _devices(body.get("devices"))
                 new.description = str(body.get("description") or "")
             self.instances.check_device_pools(new.devices)
+            self.instances.check_nics(None, new.devices)
             users = db_profiles.used_by(self.state.db, name)
             # Validate every user's result and store without awaiting in between, so no
             # instance change can slip in between the check and the write.
@@ -123,6 +125,7 @@ class ProfileService:
         _config, devices = model.expand(layers, rec.config, rec.devices)
         try:
             devmod.validate_expanded(devices)
+            self.instances.check_nics(name, devices)
         except BadRequest as e:
             raise BadRequest(f"Profile {profile.name!r} not changed: for instance {name!r}: "
                              f"{e.message}") from None

@@ -26,6 +26,7 @@ from machined.db import storage_pools as db_storage_pools
 from machined.errors import BadRequest, Conflict, Forbidden, MachinedError, NotFound
 from machined.images import store
 from machined.instances import model, templates
+from machined.network.state import instance_network
 from machined.runtime import rootfs as inroot
 from machined.state import State
 from machined.storage.model import new_volume_name
@@ -155,10 +156,12 @@ class InstanceService:
         """The instance's volume directory (metadata.yaml, templates/, rootfs/)."""
         return self.storage.instance_dir(db_instances.get(self.state.db, name))
 
-    def check_devices(self, profiles: list[str], devices: dict[str, Any]
-                      ) -> dict[str, dict[str, str]]:
+    def check_devices(self, profiles: list[str], devices: dict[str, Any],
+                      instance: str | None = None) -> dict[str, dict[str, str]]:
         """Validate an instance's own devices, then what they expand to with its profiles
-        (raises NotFound for a missing profile); returns the expanded devices."""
+        (raises NotFound for a missing profile); returns the expanded devices. `instance`:
+        whose they are ("" for a new one), for nic rules that depend on the others (static
+        addresses); None (copies, restores) leaves those to the start."""
         devmod.validate_devices(devices)
         for i, profile in enumerate(profiles):
             if profile in profiles[:i]:
@@ -167,7 +170,14 @@ class InstanceService:
         _config, expanded = model.expand([({}, d) for d in layers], {}, devices)
         devmod.validate_expanded(expanded)
         self._check_disk_sources(expanded)
+        self.check_nics(instance, expanded)
         return expanded
+
+    def check_nics(self, instance: str | None, expanded: dict[str, dict[str, str]]) -> None:
+        """Nic rules needing the networks (they exist; static addresses usable); without
+        networking (no hooks) nics are not attached, so nothing to check."""
+        if self.network_hooks is not None:
+            self.network_hooks.check_devices(instance, expanded)
 
     def _check_disk_sources(self, devices: dict[str, dict[str, str]]) -> None:
         """Disk sources are opened on the host, following host links: one below the state
@@ -234,9 +244,25 @@ class InstanceService:
             if usage.memory_limit:
                 memory["total"] = usage.memory_limit  # as LXD: the limit, when there is one
             cpu = {"usage": usage.cpu_ns}
+        network = self._network(name, container) if status != "Stopped" else None
         return {"status": status, "status_code": model.STATUS_CODES[status], "pid": pid,
                 "processes": processes, "memory": memory, "cpu": cpu, "disk": {},
-                "network": None}
+                "network": network}
+
+    def _network(self, name: str, container: runtime.RunningContainer | None
+                 ) -> dict[str, Any] | None:
+        """`state.network` of a running instance (None if it stopped meanwhile, or if its
+        namespace could not be read: one container must not fail a listing of all)."""
+        if container is None:
+            return None
+        inst = self.load(name)
+        try:
+            return instance_network(container, inst.expanded_config, inst.expanded_devices)
+        except runtime.NamespaceGone:
+            return None
+        except OSError as e:
+            log.warning("Could not read the network state of %s: %s", name, e)
+            return None
 
     # Creating
 
@@ -253,7 +279,7 @@ class InstanceService:
         validate_instance_config(config)
         profiles = request.get("profiles")
         profiles = ["default"] if profiles is None else list(profiles)
-        expanded = self.check_devices(profiles, request.get("devices") or {})
+        expanded = self.check_devices(profiles, request.get("devices") or {}, name or "")
         self.check_pool(model.root_pool(expanded))
         source = request.get("source") or {}
         if source.get("type", "image") != "image":
@@ -291,7 +317,7 @@ class InstanceService:
         async with self.state.instance_locks[name]:
             if db_instances.exists(self.state.db, name):
                 raise Conflict(f"Instance {name!r} already exists")
-            pool_name = model.root_pool(self.check_devices(profiles, devices))
+            pool_name = model.root_pool(self.check_devices(profiles, devices, name))
             pool = self.check_pool(pool_name)
             self._last_launch = time.monotonic()
             await store.ensure_volume(self.state, pool, image)
@@ -345,7 +371,22 @@ class InstanceService:
             await self.apply_templates(name, "start")
         spec = self._launch_spec(inst)
         self._last_launch = time.monotonic()
-        await asyncio.to_thread(runtime.start, spec)
+        hooks = self.network_hooks
+        try:
+            if hooks is not None:
+                spec.nics = await hooks.before_start(inst)
+            container = await asyncio.to_thread(runtime.start, spec)
+        except BaseException:
+            if hooks is not None:
+                await hooks.start_failed(inst)
+            raise
+        if hooks is not None:
+            try:
+                await hooks.after_start(inst, container)
+            except BaseException:  # the start fails as a whole: nothing stays running
+                await asyncio.to_thread(runtime.stop, container, 0.0, True)
+                await hooks.after_stop(name)
+                raise
         db_instances.set_config_keys(self.state.db, name,
                                      {"volatile.last_state.power": "RUNNING"})
         db_instances.touch(self.state.db, name, store.now())
@@ -406,6 +447,8 @@ class InstanceService:
             raise BadRequest(f"Instance {name!r} is frozen: resume it first or stop it with "
                              "--force")
         await asyncio.to_thread(runtime.stop, container, float(timeout), force or timeout == 0)
+        if self.network_hooks is not None:
+            await self.network_hooks.after_stop(name)
         db_instances.set_config_keys(self.state.db, name,
                                      {"volatile.last_state.power": "STOPPED"})
         log.info("Stopped instance %s", name)
@@ -484,6 +527,8 @@ class InstanceService:
             await self._delete_volumes(inst.record, [s.volume for s in snapshots])
             for path in (self.state.paths.run(name), self.state.paths.logs(name)):
                 await asyncio.to_thread(_remove_dir, path)
+            if self.network_hooks is not None:
+                await self.network_hooks.deleted(inst.record)
         log.info("Deleted instance %s", name)
 
     async def _delete_volumes(self, rec: db_instances.InstanceRecord,
@@ -520,6 +565,8 @@ class InstanceService:
                     revert.add(os.rename, self.state.paths.logs(new), logs)
                 db_instances.rename(self.state.db, name, new)
                 revert.success()
+            if self.network_hooks is not None:
+                await self.network_hooks.renamed(name, new)
         log.info("Renamed instance %s to %s", name, new)
 
     async def update(self, name: str, put: dict[str, Any], patch: bool) -> None:
@@ -544,17 +591,28 @@ class InstanceService:
                                else dict(put["devices"]))
             if put.get("profiles") is not None:
                 rec.profiles = list(put["profiles"])
-            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices))
+            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices, name))
             if "description" in put:
                 rec.description = str(put["description"] or "")
             if "ephemeral" in put:
                 rec.ephemeral = bool(put["ephemeral"])
-            # Live first: if the kernel refuses the new limits, nothing is stored.
-            await self._apply_limits(name, self.load(name).expanded_config,
-                                     self._expanded_config(rec))
+            # Live first: if the kernel refuses the new limits, or a proxy device cannot
+            # listen, nothing is stored (and the proxies are as before).
+            old = self.load(name)
+            await self._apply_devices(name, self.check_devices(rec.profiles, rec.devices, name))
+            try:
+                await self._apply_limits(name, old.expanded_config, self._expanded_config(rec))
+            except BaseException:
+                await self._apply_devices(name, old.expanded_devices)
+                raise
             # A profile may have changed meanwhile.
-            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices))
+            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices, name))
             db_instances.update(self.state.db, rec)
+
+    async def _apply_devices(self, name: str, expanded: dict[str, dict[str, str]]) -> None:
+        """Devices that apply to a running instance at once (proxy devices)."""
+        if self.network_hooks is not None:
+            await self.network_hooks.devices_changed(name, expanded)
 
     def _check_root_pool(self, rec: db_instances.InstanceRecord,
                          expanded: dict[str, dict[str, str]]) -> None:
@@ -576,9 +634,11 @@ class InstanceService:
         container; called after one of its profiles changed. No-op when stopped. Raises
         BadRequest (the container's cgroups unchanged) when the kernel refuses a limit."""
         async with self.state.instance_locks[name]:
-            config = self.load(name).expanded_config
+            inst = self.load(name)
+            config = inst.expanded_config
             validate_instance_config(config, allow_volatile=True)
             await self._apply_limits(name, None, config)
+            await self._apply_devices(name, inst.expanded_devices)
 
     def _expanded_config(self, rec: db_instances.InstanceRecord) -> dict[str, str]:
         profiles = [db_profiles.get(self.state.db, p) for p in rec.profiles]

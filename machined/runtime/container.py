@@ -120,7 +120,7 @@ def _read_answer(fd: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while b"\n" not in out:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not _wait_fd(fd, left):
             return "error The container monitor did not answer in time."
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -151,7 +151,11 @@ def _pidfd(pid: int, starttime: int | None) -> int | None:
 
 
 def _wait_fd(fd: int, timeout: float) -> bool:
-    return bool(select.select([fd], [], [], max(timeout, 0))[0])
+    # poll, not select: the daemon's fds go past FD_SETSIZE (1024) with many proxied
+    # connections (it raises its own RLIMIT_NOFILE: daemon.raise_fd_limit).
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(timeout, 0) * 1000))
 
 
 def stop(c: RunningContainer, timeout: float = 30.0, force: bool = False) -> None:

@@ -24,6 +24,7 @@ import _socket
 import fcntl
 import marshal
 import os
+import resource as _resource
 import select
 import struct
 import sys
@@ -246,6 +247,9 @@ def _quiet_exit(*_args):
 
 def main():
     sys.excepthook = _quiet_exit
+    # Commands get the usual soft fd limit, not the daemon's raised one.
+    _soft, hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+    _resource.setrlimit(_resource.RLIMIT_NOFILE, (min(1024, hard), hard))
     sock = _socket.socket(fileno=int(sys.argv[1]))
     # The daemon may die; we must not, while commands of ours still run.
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)

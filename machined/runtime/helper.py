@@ -11,6 +11,10 @@ daemon) and exits. Process tree while starting:
           └─ init   PID 1: mounts, pivot_root, exec of the container's init
 setup and child exit once init is forked; init is re-parented to the monitor (subreaper),
 which waits for it, removes the cgroups and writes run_dir/state.json.
+
+Nics (sp.nics): the daemon made each interface on the host (a veth peer or a macvlan, named
+`host_peer`); once the child has its network namespace, setup moves each one in under its
+name inside (iproute2's `ip`), and the child brings lo and the nics up before init runs.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
 import traceback
@@ -33,12 +39,18 @@ import linux  # noqa: E402
 import spec as specmod  # noqa: E402
 
 LOG_CAP = 1 << 20
+CONTAINER_NOFILE = 1024
 LOG_KEEP = 256 << 10
 SETUP_TIMEOUT = 60
 NS_FLAGS = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET
             | linux.CLONE_NEWPID)
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+IP_TOOLS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+IP_TIMEOUT = 20
 
 
 class SetupError(Exception):
@@ -287,6 +299,40 @@ def stage_disk(sp: specmod.LaunchSpec, dev: dict, item: str, userns: int) -> Non
         os.close(tree)
 
 
+def ip_tool() -> str:
+    for path in IP_TOOLS:
+        if os.access(path, os.X_OK):
+            return path
+    raise SetupError(f"Nics need iproute2's ip, which is not installed (looked for "
+                     f"{', '.join(IP_TOOLS)})")
+
+
+def run_ip(nic: dict, what: str, *args: str, pass_fds: tuple[int, ...] = ()) -> None:
+    """One `ip` command about nic `nic`; SetupError naming the nic and what failed."""
+    import subprocess
+
+    argv = [ip_tool(), *args]
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=IP_TIMEOUT, pass_fds=pass_fds, env={"LC_ALL": "C"})
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"Nic {nic['device']!r}: {what}: ip did not answer in "
+                         f"{IP_TIMEOUT} seconds") from None
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().replace("\n", " ")
+        raise SetupError(f"Nic {nic['device']!r}: {what}: {reason or 'ip failed'}")
+
+
+def move_nics_in(sp: specmod.LaunchSpec, pid: int) -> None:
+    """In setup (host network namespace): each nic the daemon made on the host goes into
+    the child's new network namespace under its name inside. Its tag (ifalias) stays on the
+    host: the container does not see machined's link tags."""
+    for nic in sp.nics:
+        run_ip(nic, f"cannot move host interface {nic['host_peer']} into the container",
+               "link", "set", "dev", nic["host_peer"], "netns", str(pid), "name", nic["name"],
+               "alias", "")
+
+
 def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
           target: str, console: int, console_path: str, report: int, devs: list[dict]) -> None:
     """Runs in the 'setup' process; reports 'pid <init>' or raises."""
@@ -334,6 +380,10 @@ def setup(sp: specmod.LaunchSpec, layout: cgroups.Layout, paths: cgroups.Paths,
         cgroups.attach(paths, pid)
         ours.send(b"go")
         msg = ours.recv(64)
+        if msg == b"net":  # the child has its network namespace: hand it the nics
+            move_nics_in(sp, pid)
+            ours.send(b"go2")
+            msg = ours.recv(64)
         if msg.startswith(b"pid "):
             os.write(report, msg + b"\n")
     finally:
@@ -350,6 +400,14 @@ def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int
     if sock.recv(16) != b"go":
         os._exit(1)
     linux.unshare(NS_FLAGS)
+    if sp.nics:
+        sock.send(b"net")
+        if sock.recv(16) != b"go2":
+            os._exit(1)  # setup failed (and reports why)
+    for index, ifindex in enumerate(bring_up(sp.nics)):
+        # Names inside can change (the container may rename its eth0): the monitor finds
+        # each nic by its index at a reboot.
+        os.write(report, f"nic {index} {ifindex}\n".encode())
     # Cgroup namespace last: its root is the cgroup the monitor just moved us into.
     linux.unshare(linux.CLONE_NEWCGROUP)
     if not sp.privileged:
@@ -376,6 +434,18 @@ def child(sp: specmod.LaunchSpec, sock: socket.socket, target: str, console: int
     os._exit(0)
 
 
+def bring_up(nics: list[dict]) -> list[int]:
+    """In the child, inside the new network namespace (it holds CAP_NET_ADMIN over it): lo
+    and every nic up, so that init finds them ready; returns each nic's ifindex."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for name in ("lo", *(nic["name"] for nic in nics)):
+            raw = name.encode()
+            req = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", raw, 0))
+            flags = struct.unpack_from("H", req, 16)[0]
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", raw, flags | IFF_UP))
+    return [socket.if_nametoindex(nic["name"]) for nic in nics]
+
+
 def describe(e: BaseException) -> str:
     if isinstance(e, OSError) and not isinstance(e, SetupError) and e.strerror:
         # "[Errno 22] ..." is Python's spelling, not a sentence for users.
@@ -399,6 +469,10 @@ class Monitor:
         self.init_pid = 0
         self.log_fd = -1
         self.master, self.slave, self.console_path = open_console(*sp.root_ids())
+        # With nics: the container's network namespace, held so that its nics survive a
+        # reboot from inside, and each nic's ifindex in it.
+        self.netns = -1
+        self.nic_ifindex: dict[int, int] = {}
 
     def launch(self) -> None:
         """Create cgroups and boot init; raises SetupError with everything cleaned up."""
@@ -433,12 +507,15 @@ class Monitor:
         finally:
             os.close(rd)
         os.waitpid(pid, 0)
-        init_pid, errors = 0, []
+        init_pid, errors, ifindex = 0, [], {}
         for line in out.decode(errors="replace").splitlines():
             if line.startswith("pid "):
                 init_pid = int(line[4:])
             elif line.startswith("error "):
                 errors.append(line[6:])
+            elif line.startswith("nic "):
+                index, value = line[4:].split()
+                ifindex[int(index)] = int(value)
         if init_pid and not errors:
             done, status = os.waitpid(init_pid, os.WNOHANG)
             if done:
@@ -453,7 +530,75 @@ class Monitor:
             cgroups.remove(self.paths)
             raise SetupError(errors[0] if errors else "The container did not start.")
         self.init_pid = init_pid
+        if sp.nics:
+            self.close_netns()
+            # init is our child (not reaped yet): its pid cannot have been reused.
+            self.netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self.nic_ifindex = ifindex
         self.write_state("running")
+
+    def close_netns(self) -> None:
+        if self.netns >= 0:
+            os.close(self.netns)
+            self.netns = -1
+
+    def reclaim_nics(self) -> None:
+        """After a reboot from inside, before booting again: every nic goes back from the old
+        network namespace (held by self.netns, empty of processes now) to the host under its
+        host_peer name and tag, so that launch() moves it in again: same interface, same MAC,
+        its host side still on the bridge. Addresses are flushed by the move. A nic the
+        container hid or deleted makes the reboot fail (SetupError)."""
+        if not self.sp.nics or self.netns < 0:
+            return
+        rd, wr = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            os.close(rd)
+            try:
+                self._reclaim_in_netns()
+                os._exit(0)
+            except BaseException as e:
+                os.write(wr, describe(e).encode())
+            os._exit(1)
+        os.close(wr)
+        try:
+            error = b""
+            while chunk := os.read(rd, 4096):
+                error += chunk
+        finally:
+            os.close(rd)
+            os.waitpid(pid, 0)
+            self.close_netns()
+        if error:
+            raise SetupError(error.decode(errors="replace"))
+
+    def _reclaim_in_netns(self) -> None:
+        """In a forked child: enter the old network namespace, find each nic by ifindex (the
+        container may have renamed it) and send it to the host's namespace, as it was made."""
+        host = os.open("/proc/self/ns/net", os.O_RDONLY)  # inherited by ip: not cloexec
+        linux.setns(self.netns, linux.CLONE_NEWNET)
+        for index, nic in enumerate(self.sp.nics):
+            try:
+                name = socket.if_indextoname(self.nic_ifindex[index])
+            except (KeyError, OSError):
+                raise SetupError(f"Nic {nic['device']!r}: interface {nic['name']} is gone from "
+                                 "the container (deleted or moved away): it cannot boot again "
+                                 "with it") from None
+            # Its MAC back too: a reboot does not keep what the container set.
+            run_ip(nic, f"cannot take interface {name} back from the container",
+                   "link", "set", "dev", name, "netns", f"/proc/self/fd/{host}",
+                   "name", nic["host_peer"], "alias", nic.get("alias", ""),
+                   *(("address", nic["hwaddr"]) if nic.get("hwaddr") else ()),
+                   pass_fds=(host,))
+
+    def discard_nics(self) -> None:
+        """After a failed reboot: the nics taken back to the host go (a veth peer takes its
+        host side with it). Errors are ignored: a nic still in a namespace dies with it."""
+        for nic in self.sp.nics:
+            try:
+                run_ip(nic, "delete", "link", "del", "dev", nic["host_peer"])
+            except (SetupError, OSError):
+                pass
 
     def write_state(self, status: str, **extra: object) -> None:
         write_json(self.state_path, {
@@ -521,10 +666,15 @@ class Monitor:
             if not rebooted or stopping:
                 break
             try:  # reboot(2) in a PID namespace kills its init with SIGHUP: boot again
+                self.reclaim_nics()
                 self.launch()
             except BaseException as e:
+                self.close_netns()
+                self.discard_nics()
                 self.write_state("stopped", error=describe(e))
                 return
+        # Closed at once: the namespace goes, and with it the nics (a veth takes its host side).
+        self.close_netns()
         self.init_pid = 0
         self.write_state("stopped", exit_status=status)
 
@@ -538,6 +688,10 @@ def main(argv: list[str]) -> int:
         print("usage: helper.py start <spec.json> <ready-fd>", file=sys.stderr)
         return 2
     ready = int(argv[3])
+    # The daemon raised its own soft fd limit (proxied connections); containers get the
+    # usual soft 1024 (programs that select() rely on it), the hard limit unchanged.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(CONTAINER_NOFILE, hard), hard))
     with open(argv[2]) as f:
         sp = specmod.LaunchSpec.from_json(f.read())
     # Fork off the monitor so that it is nobody's child but init's (or a subreaper's):

@@ -85,6 +85,11 @@ class FakeClient:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
+    return install_fake(monkeypatch)
+
+
+def install_fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
+    """A FakeClient answers for every remote (test_cli_networks.py uses it too)."""
     client = FakeClient()
 
     def split(self: Env, arg: str) -> tuple[str, str]:

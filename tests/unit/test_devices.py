@@ -41,9 +41,11 @@ def test_accepts_valid_devices(config):
 
 
 @pytest.mark.parametrize("name,config,message", [
-    ("d", {}, "Device 'd' has no type: accepted are disk, nic, none, unix-block, unix-char"),
+    ("d", {}, "Device 'd' has no type: accepted are disk, nic, none, proxy, unix-block, "
+     "unix-char"),
     ("d", {"type": "usb"},
-     "Unknown type 'usb' for device 'd': accepted are disk, nic, none, unix-block, unix-char"),
+     "Unknown type 'usb' for device 'd': accepted are disk, nic, none, proxy, unix-block, "
+     "unix-char"),
     ("d", {"type": "disk", "source": "/a", "path": "/b", "size": "10GiB"},
      "Unknown key 'size' for disk device 'd': accepted are optional, path, readonly, recursive, "
      "required, shift, source"),
