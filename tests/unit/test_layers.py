@@ -55,7 +55,8 @@ def test_only_runtime_makes_syscalls_through_ctypes():
                                     "config/schema.py", "instances/model.py",
                                     "runtime/spec.py", "images/format.py",
                                     "files/model.py", "images/simplestreams.py",
-                                    "images/policy.py"])
+                                    "images/policy.py", "network/model.py",
+                                    "network/proxy_model.py"])
 def test_leaf_modules_use_no_framework(module):
     used = imports(REPO / "machined" / module)
     assert not {m for m in used if m.split(".")[0] in {"aiohttp", "sqlite_utils", "click"}}
@@ -66,3 +67,18 @@ def test_files_reach_the_rootfs_only_through_rootfs_py(path):
     """Paths in a container resolve in one place (runtime/rootfs.py, openat2 RESOLVE_IN_ROOT)."""
     used = {m for m in imports(path) if m.startswith("machined.runtime")}
     assert used <= {"machined.runtime", "machined.runtime.rootfs"}, used
+
+
+def test_only_network_speaks_netlink_through_pyroute2():
+    """Host interfaces are made in one package; the API and the CLI never touch them."""
+    users = [p.relative_to(REPO).as_posix() for p in sources("machined") + sources("cli")
+             if any(m.split(".")[0] == "pyroute2" for m in imports(p))]
+    assert users and all(u.startswith("machined/network/") for u in users), users
+
+
+@pytest.mark.parametrize("module", ["network/model.py", "network/proxy_model.py"])
+def test_pure_network_modules_do_no_io(module):
+    used = imports(REPO / "machined" / module)
+    assert not {m for m in used if m.split(".")[0] in {"pyroute2", "subprocess", "os",
+                                                       "asyncio", "machined"}
+                and not m.startswith(("machined.errors", "machined.config"))}, used
