@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("cli.commands.action:stop", "Stop instances"),
     "storage": ("cli.commands.storage:storage", "Manage storage pools"),
     "version": ("cli.commands.version:version", "Show client and server versions"),
+    "warning": ("cli.commands.warning:warning", "Manage warnings"),
 }
 ALIASES = {
     "cp": "copy",

@@ -76,7 +76,9 @@ def render_csv(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> s
     writer = csv.writer(out, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
-    writer.writerows(rows)
+    # Cells are data from containers, images and servers: no terminal control characters
+    # (newlines stay: csv quotes them).
+    writer.writerows([printable(str(cell)) for cell in row] for row in rows)
     return out.getvalue()
 
 

@@ -184,8 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="verbose logging")
     parser.add_argument("--state-dir", help="state directory (default $MACHINED_DIR or "
                         "/var/lib/machined)")
+    commands = parser.add_subparsers(dest="command", metavar="[command]")
+    commands.add_parser("serve", help="run the daemon (the default)")
+    down = commands.add_parser(
+        "shutdown", help="stop the instances (boot.stop.priority batches) as for a host "
+        "power-off, record their state for autostart, and stop the daemon")
+    down.add_argument("--timeout", type=float, help="seconds to wait for the daemon to exit")
+    down.add_argument("--if-host-stopping", action="store_true",
+                      help="only when the host is shutting down (systemd ExecStop); "
+                      "otherwise do nothing: a service restart leaves instances running")
+    query = commands.add_parser("sql", help="run an SQL statement in the daemon's database")
+    query.add_argument("query", help='e.g. "SELECT name FROM instances"')
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
     args = parser.parse_args(argv)
     paths = Paths(Path(args.state_dir) if args.state_dir else state_dir_from_env())
+    if args.command in ("shutdown", "sql"):
+        from machined import admin
+
+        if args.command == "shutdown":
+            return admin.shutdown(paths, args.timeout, args.if_host_stopping)
+        return admin.sql(paths, args.query, args.format)
     if os.geteuid() != 0:
         print("Error: machined must run as root (it creates namespaces, mounts and cgroups)",
               file=sys.stderr)

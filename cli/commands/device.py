@@ -1,11 +1,13 @@
 """`mc config device ...` (instances) and `mc profile device ...` (profiles), as lxc.
 
 Both edit the object's `devices` with GET then PUT of its writable fields; the daemon
-validates every change. Devices take effect at the instance's next start (no hotplug).
+validates every change. Devices take effect at the instance's next start (no hotplug),
+except proxy devices, which the daemon applies to a running instance at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +72,20 @@ def add_device(devices: dict[str, Device], name: str, kind: str, args: tuple[str
     return {**devices, name: {"type": kind, **new}}
 
 
-def note_next_start(target: Target, obj: dict[str, Any]) -> None:
-    """Devices apply when an instance starts: say so when a running one got a new one."""
-    if target.kind == "instance" and str(obj.get("status", "")).lower() == "running":
-        click.echo(f"The device takes effect at the next start of {target.name}", err=True)
+# Applied to a running instance at once by the daemon (its proxies); other devices wait
+# for the next start.
+LIVE_TYPES = frozenset({"proxy"})
+
+
+def note_next_start(target: Target, obj: dict[str, Any], kinds: Collection[str],
+                    what: str = "device") -> None:
+    """Say so when a running instance's change waits for its next start (not for proxies,
+    which the daemon applies at once). `what`: device (added), removal or change."""
+    if target.kind != "instance" or str(obj.get("status", "")).lower() != "running":
+        return
+    if all(kind in LIVE_TYPES for kind in kinds):
+        return
+    click.echo(f"The {what} takes effect at the next start of {target.name}", err=True)
 
 
 def _local(target: Target, obj: dict[str, Any], name: str, what: str) -> Device:
@@ -115,10 +127,12 @@ def make_group(kind: str) -> click.Group:
     @click.argument("settings", nargs=-1, metavar="[key=value...]")
     @pass_env
     def add(env: Env, target: str, device: str, type_: str, settings: tuple[str, ...]) -> None:
-        """Add a device: disk, nic, unix-char, unix-block or none.
+        """Add a device: disk, nic, proxy, unix-char, unix-block or none.
 
         \b
           mc config device add c1 data disk source=/srv/data path=/mnt/data readonly=true
+          mc config device add c1 eth1 nic network=mcbr1
+          mc config device add c1 web proxy listen=tcp:127.0.0.1:8080 connect=tcp:127.0.0.1:80
           mc profile device add default root disk path=/ pool=default
         """
         tgt = target_of(env, target)
@@ -126,7 +140,7 @@ def make_group(kind: str) -> click.Group:
         tgt.save(env, obj, add_device(dict(obj.get("devices") or {}), device, type_, settings,
                                       tgt.name))
         env.say(f"Device {device} added to {tgt.name}")
-        note_next_start(tgt, obj)
+        note_next_start(tgt, obj, [type_])
 
     @group.command("remove")
     @_target_arg(kind)
@@ -137,12 +151,16 @@ def make_group(kind: str) -> click.Group:
         tgt = target_of(env, target)
         obj = tgt.load(env)
         current = dict(obj.get("devices") or {})
+        devices = tuple(dict.fromkeys(devices))  # `remove c1 x x` removes x once
         for name in devices:
             _local(tgt, obj, name, "removed")
             current.pop(name)
         tgt.save(env, obj, current)
         for name in devices:
             env.say(f"Device {name} removed from {tgt.name}")
+        own = obj.get("devices") or {}
+        note_next_start(tgt, obj, [str(own[name].get("type", "")) for name in devices],
+                        "removal")
 
     @group.command("list")
     @_target_arg(kind)
@@ -182,6 +200,7 @@ def make_group(kind: str) -> click.Group:
         dev = _local(tgt, obj, device, "modified")
         dev.update(parse_settings(settings))
         tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
+        note_next_start(tgt, obj, [str(dev.get("type", ""))], "change")
 
     @group.command("unset")
     @_target_arg(kind)
@@ -197,6 +216,7 @@ def make_group(kind: str) -> click.Group:
             raise CliError(f"The key {key!r} is not set on device {device!r}")
         del dev[key]
         tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
+        note_next_start(tgt, obj, [str(dev.get("type", ""))], "change")
 
     if kind == "instance":
 
@@ -217,6 +237,7 @@ def make_group(kind: str) -> click.Group:
             dev = {**inherited, **(parse_settings(settings) if settings else {})}
             tgt.save(env, obj, {**(obj.get("devices") or {}), device: dev})
             env.say(f"Device {device} overridden for {tgt.name}")
+            note_next_start(tgt, obj, [str(dev.get("type", ""))], "change")
 
     return group
 

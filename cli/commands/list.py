@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Collection
 from typing import Any
@@ -141,8 +142,33 @@ def _matches(pattern: str, value: str) -> bool:
         return False
 
 
+def _has_address(inst: Instance, family: str, wanted: str) -> bool:
+    """lxc's ipv4=/ipv6= filters: one of the instance's addresses equals `wanted`, or lies in
+    it when it is a subnet (10.1.2.0/24)."""
+    try:
+        subnet = ipaddress.ip_network(wanted, strict=False) if "/" in wanted else None
+    except ValueError:
+        return False
+    for net in ((inst.get("state") or {}).get("network") or {}).values():
+        for addr in net.get("addresses") or []:
+            if addr.get("family") != family:
+                continue
+            text = str(addr.get("address", ""))
+            if subnet is None:
+                if text == wanted:
+                    return True
+                continue
+            try:
+                if ipaddress.ip_address(text) in subnet:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def matches(inst: Instance, filters: list[str]) -> bool:
-    """All filters must hold: a bare word is a name prefix (or regex), k=v matches config."""
+    """All filters must hold: a bare word is a name prefix (or regex), k=v matches config;
+    status=, type=, architecture=, ipv4=, ipv6= take comma-separated values."""
     for f in filters:
         key, sep, value = f.partition("=")
         name = str(inst.get("name", ""))
@@ -153,6 +179,11 @@ def matches(inst: Instance, filters: list[str]) -> bool:
         if key in ("status", "state"):
             wanted = [v.lower() for v in value.split(",")]
             if str(inst.get("status", "")).lower() not in wanted:
+                return False
+            continue
+        if key in ("ipv4", "ipv6"):
+            family = "inet" if key == "ipv4" else "inet6"
+            if not any(_has_address(inst, family, v) for v in value.split(",")):
                 return False
             continue
         if key in ("type", "architecture", "name", "description"):
@@ -210,7 +241,8 @@ def list_cmd(env: Env, args: tuple[str, ...], columns: str, fmt: str, fast: bool
     """List instances.
 
     Filters: a bare word matches name prefixes; key=value matches config keys
-    (s.privileged=true, u.tag=x) or status=, type=, architecture=.
+    (s.privileged=true, u.tag=x) or status=, type=, architecture=, ipv4=, ipv6= (an
+    address or a subnet: ipv4=10.1.2.0/24).
     """
     remote, filters = remote_filters(env, args)
     cols = parse_columns("nsacPt" if fast else columns)

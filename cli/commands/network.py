@@ -290,6 +290,16 @@ def get(env: Env, name: str, key: str, prop: bool) -> None:
     click.echo(get_value(net, key, prop, PROPERTIES, "network"))
 
 
+def _managed(client: Client, name: str) -> dict[str, Any]:
+    """The network, refused as lxc does when it is a host interface machined does not
+    manage (the daemon would only say it does not know it)."""
+    net = client.get(network_url(name)) or {}
+    if net.get("managed") is False:
+        raise CliError(f"Only managed networks can be modified: {name} is a host interface "
+                       f"({net.get('type') or 'unknown'})")
+    return dict(net)
+
+
 @network.command("set")
 @click.argument("name", metavar="[<remote>:]<network>")
 @click.argument("settings", nargs=-1, required=True, metavar="<key>=<value>...")
@@ -299,7 +309,7 @@ def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
     """Set network config keys (`key=value...` or `key value`)."""
     client, name = _target(env, name)
     values = parse_settings(settings)
-    body = writable(client.get(network_url(name)) or {})
+    body = writable(_managed(client, name))
     set_values(body, values, prop, "network")
     client.put(network_url(name), body)
 
@@ -312,7 +322,7 @@ def set_cmd(env: Env, name: str, settings: tuple[str, ...], prop: bool) -> None:
 def unset(env: Env, name: str, key: str, prop: bool) -> None:
     """Unset a network config key (its default applies again), or a property with -p."""
     client, name = _target(env, name)
-    body = writable(client.get(network_url(name)) or {})
+    body = writable(_managed(client, name))
     unset_value(body, key, prop, "network")
     client.put(network_url(name), body)
 
@@ -363,7 +373,7 @@ def _attach(env: Env, kind: str, network_arg: str, owner_arg: str, device: str |
                          tuple(f"{k}={v}" for k, v in nic.items() if k != "type"), target.name)
     target.save(env, obj, devices)
     env.say(f"Device {dev} added to {target.name}")
-    note_next_start(target, obj)
+    note_next_start(target, obj, ["nic"])
 
 
 def _detach(env: Env, kind: str, network_arg: str, owner_arg: str,
@@ -373,6 +383,7 @@ def _detach(env: Env, kind: str, network_arg: str, owner_arg: str,
     dev = device_to_detach(obj, name, device, target.name)
     target.save(env, obj, {k: v for k, v in (obj.get("devices") or {}).items() if k != dev})
     env.say(f"Device {dev} removed from {target.name}")
+    note_next_start(target, obj, ["nic"], "removal")
 
 
 @network.command("attach", short_help="Attach a network to an instance (a nic).")

@@ -21,6 +21,7 @@ from machined.api import (
     routes_server,
     routes_snapshots,
     routes_storage,
+    routes_warnings,
 )
 from machined.api.access import trust_middleware
 from machined.api.context import IMAGES, INSTANCES, NETWORKS, SNAPSHOTS, STATE, STORAGE
@@ -56,6 +57,7 @@ def build_app(state: State, storage: Storage, instances: InstanceService,
     app.add_routes(routes_snapshots.routes)
     app.add_routes(routes_storage.routes)
     app.add_routes(routes_networks.routes)
+    app.add_routes(routes_warnings.routes)
     return app
 
 

@@ -8,6 +8,7 @@ passed into the container) and `none` (hides a profile's device of the same name
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import posixpath
 import re
@@ -20,12 +21,14 @@ from machined.network import proxy_model
 
 Devices = Mapping[str, Mapping[str, Any]]
 
-_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$")
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-_MODE = re.compile(r"^0?[0-7]{3}$")
-_BITRATE = re.compile(r"^\d+(\.\d+)?\s*(bit|[kMGT]bit)$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# \Z, not $: `$` also matches before a final newline, and these values end up in
+# interface names, ip(8) arguments, volatile keys and dnsmasq's hosts file.
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}\Z")
+_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}\Z")
+_MODE = re.compile(r"^0?[0-7]{3}\Z")
+_BITRATE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*(bit|[kMGT]bit)\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" to chown
 
 
@@ -204,8 +207,10 @@ def validate_device(name: Any, config: Any) -> None:
         if key not in table:
             what = "root disk" if table is ROOT_DISK_KEYS else kind
             keys = ", ".join(sorted(table)) or "no other keys"
-            raise BadRequest(f"Unknown key {key!r} for {what} device {name!r}: accepted are "
-                             f"{keys}")
+            close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadRequest(f"Unknown key {key!r} for {what} device {name!r}{hint}: accepted "
+                             f"are {keys}")
         try:
             table[key](value)
         except ValueError as e:

@@ -74,13 +74,14 @@ Devices are added with `mc config device add <instance> <device> <type> key=valu
 `mc profile device add ...`). Unknown types and keys are refused like unknown config keys.
 `disk` devices bind a host path (`source`) at `path` inside the instance (`path=/` with `pool`
 is the root disk); `unix-char`/`unix-block` pass a host device node; `nic` is validated and
-attached by the networking code; `none` hides a profile's device of the same name. Devices
-take effect at the instance's next start.
+attached by the networking code; `proxy` forwards connections between the host and the
+instance; `none` hides a profile's device of the same name. Devices take effect at the
+instance's next start, except proxy devices: a running instance's are changed at once.
 """
 
 
 def _device_rows() -> list[str]:
-    from machined.config.devices import TYPES
+    from machined.config.devices import NIC_STARTABLE, TYPES
 
     out = [DEVICES]
     for dtype in sorted(TYPES):
@@ -90,6 +91,14 @@ def _device_rows() -> list[str]:
         for key in sorted(TYPES[dtype]):
             out.append(f"| `{key}` | {_cell(TYPES[dtype][key].accepts)} |")
         out.append("")
+        if dtype == "nic":
+            # The table is LXD's (configs move between the two); what starts is less.
+            out += ["All of LXD's nic keys are accepted in the configuration, but an instance "
+                    "starts only with the nictypes and keys machined implements (others are "
+                    "refused at start, naming what is supported):", ""]
+            out += [f"- `{kind}`: " + ", ".join(f"`{k}`" for k in sorted(keys - {"type"}))
+                    for kind, keys in NIC_STARTABLE.items()]
+            out.append("")
     return out
 
 

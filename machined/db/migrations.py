@@ -176,3 +176,23 @@ def m0004_networks(db: Database) -> None:
         created_at TEXT NOT NULL DEFAULT ''
     );
     """)
+
+
+@MIGRATIONS()
+def m0005_warnings(db: Database) -> None:
+    """Issue 7: warnings (LXD's /1.0/warnings), e.g. an instance that failed to autostart."""
+    db.executescript("""
+    CREATE TABLE warnings (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        entity_url TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'new',
+        severity TEXT NOT NULL DEFAULT 'low',
+        count INTEGER NOT NULL DEFAULT 1,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        last_message TEXT NOT NULL DEFAULT '',
+        UNIQUE (type, entity_url)
+    );
+    """)

@@ -138,11 +138,17 @@ def _sysctl(path: str, value: str) -> None:
 
 def _ipv6_sysctls(name: str, enabled: bool) -> None:
     """Without ipv6.address the bridge gets no IPv6 at all (no link-local address the
-    instances could reach the host by); with it, no autoconfiguration or DAD of its own."""
+    instances could reach the host by); with it, no autoconfiguration or DAD of its own,
+    and no router advertisements or redirects accepted: the bridge's other end is the
+    instances, and an RA from a container would otherwise add routes (a default route, any
+    on-link prefix) to the host's own routing table."""
     base = f"/proc/sys/net/ipv6/conf/{name}"
     if not os.path.isdir(base):
         return
     if enabled:
+        # accept_ra first: the moment IPv6 comes up on the bridge it must already be 0.
+        _sysctl(f"{base}/accept_ra", "0")
+        _sysctl(f"{base}/accept_redirects", "0")
         _sysctl(f"{base}/disable_ipv6", "0")
         _sysctl(f"{base}/autoconf", "0")
         _sysctl(f"{base}/accept_dad", "0")

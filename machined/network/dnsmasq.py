@@ -4,9 +4,9 @@ dnsmasq daemonises itself: its first process exits once the server is up, so a b
 configuration (an address in use, a missing interface) comes back as its exit status and
 stderr, and the server outlives the daemon like containers do. The argv it was started with is
 stored in `<network dir>/dnsmasq.cmd` *before* it starts; a process is taken for ours only when
-/proc/<pid>/cmdline is exactly that argv (its pid file is written by dnsmasq and owned by
-`nobody`, so it is a hint, never a proof), and it is signalled through a pidfd opened before
-that check, so a recycled pid can never be hit.
+/proc/<pid>/cmdline is exactly that argv and it runs as root or nobody (its pid file is
+written by dnsmasq and owned by `nobody`, so it is a hint, never a proof), and it is
+signalled through a pidfd opened before that check, so a recycled pid can never be hit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import signal
 from pathlib import Path
 
@@ -54,7 +55,31 @@ def _cmdline(pid: int) -> list[str] | None:
 
 
 def _is_ours(pid: int, argv: list[str]) -> bool:
-    return pid > 1 and _cmdline(pid) == argv
+    """The command line is readable by every local user, and any process may carry one of
+    its choosing: it must also run as root or as the user dnsmasq drops to, or another
+    user's look-alike could pass for the network's server (kept instead of starting it,
+    and signalled)."""
+    return pid > 1 and _cmdline(pid) == argv and _uids(pid) <= _trusted_uids(argv)
+
+
+def _uids(pid: int) -> set[int]:
+    """Real, effective, saved and filesystem uids of a process (/proc/<pid>/status);
+    {-1} when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return {int(x) for x in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return {-1}
+
+
+def _trusted_uids(argv: list[str]) -> set[int]:
+    user = next((a.removeprefix("--user=") for a in argv if a.startswith("--user=")), "")
+    try:
+        return {0, pwd.getpwnam(user).pw_uid} if user else {0}
+    except KeyError:
+        return {0}
 
 
 def _pid_from_file(files: NetFiles) -> int | None:

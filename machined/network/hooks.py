@@ -128,7 +128,19 @@ class NetworkHooks:
     async def deleted(self, rec: db_instances.InstanceRecord) -> None:
         """The instance's row is gone: its names and reservations leave the DHCP hosts."""
         await self.proxies.stop(rec.name)
-        await self._refresh(self._networks_of(self._expand(rec)))
+        devices = self._expand(rec)
+        networks = self._networks_of(devices)
+        await self._refresh(networks)
+        # Its leases too (LXD releases them): else <name>.mc answers for up to the lease time.
+        for network in sorted(networks):
+            macs = {(dev.get("hwaddr") or rec.config.get(f"volatile.{dev_name}.hwaddr", ""))
+                    .lower() for dev_name, dev in nics.nic_devices(devices)
+                    if nics.managed_network(dev, networks) == network}
+            try:
+                await self.networks.release_leases(network, macs - {""})
+            except MachinedError as e:
+                log.warning("Leases of %s on network %s not released: %s", rec.name, network,
+                            e.message)
 
     async def renamed(self, old: str, new: str) -> None:
         """DHCP hosts name the instance: they follow its new name."""

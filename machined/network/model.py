@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ _MAC = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 _INSTANCE = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{0,62}")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
-_EXPIRY = re.compile(r"(\d+)([smhdw]?)")
+_EXPIRY = re.compile(r"([0-9]+)([smhdw]?)")  # ASCII digits only: dnsmasq reads them
 _EXPIRY_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 DEFAULT_MTU = 1500
@@ -209,10 +209,10 @@ NETWORK_KEYS: dict[str, NetworkKey] = _table(
       "clients send; none: no names (DNS still forwards)."),
     N("dns.search", "string", "", is_search,
       "Search domains sent to DHCP clients (default: the clients use dns.domain)."),
-    N("ipv4.address", "string", "auto", is_v4_address,
+    N("ipv4.address", "string", "", is_v4_address,
       "The bridge's IPv4 address and subnet (gateway of the instances). auto: a free random "
       "10.x.y.1/24 chosen at create (not overlapping host routes, host addresses or other "
-      "networks); none: no IPv4."),
+      "networks); none: no IPv4. Not given at create: auto; unset later: no IPv4."),
     N("ipv4.dhcp", "bool", "true", v.is_bool, "Hand out IPv4 addresses by DHCP."),
     N("ipv4.dhcp.expiry", "string", DEFAULT_EXPIRY, is_expiry, "DHCP lease time."),
     N("ipv4.dhcp.gateway", "string", "", is_ipv4,
@@ -225,9 +225,10 @@ NETWORK_KEYS: dict[str, NetworkKey] = _table(
       "`inet machined_<network>`). `auto` addresses default it to true, as LXD."),
     N("ipv4.routing", "bool", "true", v.is_bool,
       "With ipv4.nat: enable IPv4 forwarding on the host (net.ipv4.ip_forward)."),
-    N("ipv6.address", "string", "auto", is_v6_address,
+    N("ipv6.address", "string", "", is_v6_address,
       "The bridge's IPv6 address and subnet (a /64 unless ipv6.dhcp.stateful). auto: a "
-      "random fd42:x:y:z::1/64 chosen at create; none: no IPv6 (disabled on the bridge)."),
+      "random fd42:x:y:z::1/64 chosen at create; none: no IPv6 (disabled on the bridge). "
+      "Not given at create: auto; unset later: no IPv6."),
     N("ipv6.dhcp", "bool", "true", v.is_bool,
       "Send router advertisements with DNS (stateless autoconfiguration); false: "
       "advertisements only."),
@@ -563,6 +564,11 @@ def dnsmasq_argv(binary: str, name: str, p: Plan, files: NetFiles) -> list[str] 
     if any(r.startswith("--dhcp-range=") and "ra-only" not in r for r in ranges):
         argv += ["--dhcp-no-override", "--dhcp-authoritative", "--dhcp-ignore-clid",
                  f"--dhcp-leasefile={files.leases}", f"--dhcp-hostsfile={files.hosts}"]
+        if p.dns_mode == "managed":
+            # Names come from the hosts file only: a host name sent by a DHCP client (any
+            # container, with any MAC it gives itself) would otherwise be registered in DNS
+            # whenever its instance holds no lease (not started yet, stopped, static address).
+            argv.append("--dhcp-ignore-names")
     argv += ranges
     if p.dns_mode != "none":
         argv += [f"--domain={p.domain}", f"--local=/{p.domain}/",
@@ -597,16 +603,23 @@ def clean_entries(entries: Iterable[HostEntry]) -> list[HostEntry]:
     return list(out.values())
 
 
-def render_hosts(entries: Iterable[HostEntry], dns_mode: str) -> str:
+# Words dnsmasq reads as keywords in a dhcp-host line, not as a host name.
+_HOSTS_KEYWORDS = ("ignore", "infinite")
+
+
+def render_hosts(entries: Iterable[HostEntry], dns_mode: str,
+                 domain: str = DEFAULT_DOMAIN) -> str:
     """dnsmasq's --dhcp-hostsfile: `<mac>[,<ipv4>][,<name>]` per nic. Names only in the
-    managed DNS mode (as LXD); an entry with nothing to say is left out."""
+    managed DNS mode (as LXD); an entry with nothing to say is left out. An instance named
+    like a dnsmasq keyword is written with the domain, which dnsmasq takes as that name."""
     lines = []
     for e in clean_entries(entries):
         fields = [e.mac]
         if e.ipv4:
             fields.append(e.ipv4)
         if dns_mode == "managed":
-            fields.append(e.name)
+            fields.append(f"{e.name}.{domain}" if e.name.lower() in _HOSTS_KEYWORDS
+                          else e.name)
         if len(fields) > 1:
             lines.append(",".join(fields))
     return "".join(line + "\n" for line in lines)
@@ -652,6 +665,21 @@ def parse_leases(text: str) -> list[Lease]:
         host = fields[3] if _HOSTNAME.fullmatch(fields[3]) else ""
         out.append(Lease(int(fields[0]), mac, str(address), host))
     return out
+
+
+def drop_leases(text: str, macs: Collection[str]) -> str:
+    """dnsmasq's leases file without the leases of `macs` (IPv4 by MAC, IPv6 by the MAC in
+    the client's DUID); every other line kept as it was."""
+    gone = {m.lower() for m in macs}
+    kept = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split()
+        if len(fields) >= 5 and fields[0].isdigit():
+            mac = fields[1].lower() if _MAC.fullmatch(fields[1]) else _duid_mac(fields[4])
+            if mac in gone:
+                continue
+        kept.append(line)
+    return "".join(kept)
 
 
 def lease_objects(leases: Iterable[Lease], statics: Iterable[HostEntry], now: float

@@ -265,15 +265,34 @@ class NetworkService:
             raise BadRequest(f"Invalid {what}: expected a host address of network {network!r} "
                              f"({net})")
         if ip == p.ipv4.ip:
-            raise BadRequest(f"Invalid {what}: it is the address of network {network!r}'s "
-                             "bridge")
+            raise BadRequest(f"Invalid {what}: it is the bridge's own address on network "
+                             f"{network!r}")
+        mine = set()
         for rec, devices in self._expanded():
-            if rec.name == instance:
-                continue
             for dev_name, dev in sorted(devices.items()):
-                if model.nic_on(dev, network) and dev.get("ipv4.address") == str(ip):
+                if not model.nic_on(dev, network):
+                    continue
+                if rec.name == instance:
+                    mine.add((dev.get("hwaddr")
+                              or rec.config.get(f"volatile.{dev_name}.hwaddr", "")).lower())
+                elif dev.get("ipv4.address") == str(ip):
                     raise BadRequest(f"Invalid {what}: it is already reserved by instance "
                                      f"{rec.name!r} (device {dev_name!r})")
+        # dnsmasq would not hand out an address another client holds: say so now rather than
+        # let the instance silently keep its old one.
+        for lease in self._live_leases(network):
+            if lease.address == str(ip) and lease.hwaddr not in mine:
+                holder = lease.hostname or lease.hwaddr
+                raise BadRequest(f"Invalid {what}: it is leased to {holder} until its lease "
+                                 "expires or it is released; pick another address")
+
+    def _live_leases(self, name: str) -> list[model.Lease]:
+        try:
+            text = self.files(name).leases.read_text(errors="replace")
+        except OSError:
+            return []
+        now = time.time()
+        return [x for x in model.parse_leases(text) if x.expiry == 0 or x.expiry > now]
 
     # ------------------------------------------------------------ changes
 
@@ -389,6 +408,12 @@ class NetworkService:
             users = self.used_by(name)
             if users:
                 raise BadRequest(f"The network is currently in use by {_users_text(users)}")
+            # Devices apply at the next start: a running instance whose nic was detached
+            # still has its veth on the bridge.
+            ports = await asyncio.to_thread(bridge.ports, name)
+            if ports:
+                raise BadRequest(f"The network is currently in use by running instances' "
+                                 f"interfaces {', '.join(ports)}: restart or stop them first")
             files = self.files(name)
             await dnsmasq.stop(files)
             await nat.remove(name, files)
@@ -397,6 +422,34 @@ class NetworkService:
             db_networks.delete(self._st.db, name)
             self._errors.pop(name, None)
         log.info("Deleted network %s", name)
+
+    async def release_leases(self, name: str, macs: set[str]) -> None:
+        """Forget the DHCP leases of `macs` (an instance deleted), so its name stops resolving
+        and its address is free at once. dnsmasq keeps leases in memory and rewrites its file,
+        so it is stopped, the lines dropped, and started again (~50 ms; LXD sends a
+        DHCPRELEASE instead, which dnsmasq only takes from the client's own interface)."""
+        if not macs:
+            return
+        async with self._lock:
+            rec = db_networks.get(self._st.db, name)
+            files = self.files(name)
+            try:
+                text = files.leases.read_text(errors="replace")
+            except OSError:
+                return
+            if model.drop_leases(text, macs) == text:
+                return
+            argv = self._argv(name, model.plan(rec.config))
+            await dnsmasq.stop(files)
+            try:  # read again: dnsmasq rewrote it until it stopped
+                text = files.leases.read_text(errors="replace")
+                tmp = files.leases.with_name(files.leases.name + ".tmp")
+                tmp.write_text(model.drop_leases(text, macs))
+                os.replace(tmp, files.leases)
+            finally:
+                if argv is not None:
+                    await dnsmasq.start(files, argv)
+        log.info("Released the DHCP leases of %s on network %s", ", ".join(sorted(macs)), name)
 
     async def refresh_hosts(self, name: str) -> None:
         """Rewrite dnsmasq's hosts file from the instances' nics on network `name` (MAC,
@@ -434,7 +487,7 @@ class NetworkService:
         """Write the hosts file atomically (0644: dnsmasq reads it as nobody); True if its
         content changed."""
         files = self.files(name)
-        text = model.render_hosts(self._host_entries(name), p.dns_mode)
+        text = model.render_hosts(self._host_entries(name), p.dns_mode, p.domain)
         try:
             if files.hosts.read_text() == text:
                 return False

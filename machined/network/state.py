@@ -8,8 +8,9 @@ is already running"), and pyroute2's message decoding alone took ~0.75 ms of the
 container (`mc list` reads the state of every running instance); only four link attributes
 and two address attributes are needed. Everything read is controlled by the container: the
 parser checks every length against the buffer, reading stops after MAX_LINKS interfaces and
-MAX_ADDRESSES addresses (a container can make thousands of dummy interfaces) and the socket
-has a timeout.
+MAX_ADDRESSES addresses (a container can make thousands of dummy interfaces), the socket
+is connected to the kernel (root in the container may send netlink messages to it: they are
+refused) and a whole dump has a deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +28,7 @@ MAX_LINKS = 256
 MAX_ADDRESSES = 1024
 TIMEOUT = 2.0  # seconds; a netlink dump answers at once, this only bounds the unexpected
 RECV_SIZE = 1 << 16  # larger than any dump skb the kernel sends (32 KiB at most)
+MAX_DATAGRAMS = 4096  # reads of one dump (the kernel's answer to MAX_ADDRESSES is ~10)
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -77,8 +80,21 @@ def instance_network(container: runtime.RunningContainer, volatile: Mapping[str,
 def _netlink(container: runtime.RunningContainer) -> socket.socket:
     sock = runtime.netns_socket(container, socket.AF_NETLINK, socket.SOCK_DGRAM,
                                 socket.NETLINK_ROUTE)
-    sock.settimeout(TIMEOUT)
+    try:
+        kernel_only(sock)
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def kernel_only(sock: socket.socket) -> None:
+    """Connect a netlink socket to the kernel (port 0): the kernel then refuses messages
+    from any other sender. Root in the container has CAP_NET_ADMIN over its namespace and
+    may otherwise unicast forged answers (and errors) to the daemon's socket, whose port id
+    it can read in its /proc/net/netlink."""
+    sock.connect((0, 0))
+    sock.settimeout(TIMEOUT)
 
 
 def _dump(sock: socket.socket, request: int, answer: int, body: int, limit: int
@@ -89,25 +105,47 @@ def _dump(sock: socket.socket, request: int, answer: int, body: int, limit: int
     sock.send(NLMSGHDR.pack(NLMSGHDR.size + body, request, NLM_F_REQUEST | NLM_F_DUMP, seq,
                             0) + bytes(body))
     out: list[bytes] = []
-    while True:
-        data, _, flags, _ = sock.recvmsg(RECV_SIZE)
+    # The whole dump, not each read, is bounded in time and in datagrams: it runs on the
+    # daemon's event loop, and nothing but the kernel's answer may keep it reading.
+    deadline = time.monotonic() + TIMEOUT
+    for _ in range(MAX_DATAGRAMS):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        data, _, flags, sender = sock.recvmsg(RECV_SIZE)
         if flags & socket.MSG_TRUNC:
             raise OSError(90, "Netlink message truncated")  # EMSGSIZE
+        if not _from_kernel(sender):
+            continue
         for mtype, mseq, payload in messages(data):
             if mseq != seq:
                 continue
             if mtype == NLMSG_DONE:
                 return out, True
             if mtype == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 71
+                code = error_code(payload)
                 raise OSError(code, f"Netlink dump failed: {os.strerror(code)}")
             if mtype == answer:
                 out.append(payload)
                 if len(out) >= limit:
                     return out, False
+    raise OSError(62, "Netlink dump did not finish")  # ETIME
+
+
+def _from_kernel(sender: object) -> bool:
+    """recvmsg's source address of a netlink datagram is (port id, groups): the kernel's
+    port id is 0."""
+    return isinstance(sender, tuple) and len(sender) >= 1 and sender[0] == 0
 
 
 # Pure part (unit-tested)
+
+def error_code(payload: bytes) -> int:
+    """The errno of an NLMSG_ERROR payload (a negative int), as a usable errno: EPROTO when
+    it is missing, zero (an ACK, not an error) or out of range."""
+    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+    return code if 0 < code < 4096 else 71  # EPROTO
 
 def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     """(type, sequence number, payload) of each netlink message in a datagram."""

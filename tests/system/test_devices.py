@@ -229,7 +229,7 @@ def test_device_commands_and_override(daemon, busybox_image, created, hostdir):
 
 @pytest.mark.parametrize("device,message", [
     (("x", "floppy"), "Unknown type 'floppy' for device 'x': accepted are disk, nic, none, "
-                      "unix-block, unix-char"),
+                      "proxy, unix-block, unix-char"),
     (("x", "disk", "path=/mnt/x"), "Disk device 'x' needs key 'source': the host path to bind "
                                    "into the instance"),
     (("x", "disk", "source=/srv", "path=/mnt/x", "readonly=maybe"),

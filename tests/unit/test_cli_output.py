@@ -110,3 +110,10 @@ def test_terminal_controls_from_servers_are_shown_not_obeyed():
         out = render(fmt, ["DESCRIPTION"], [[evil]])
         assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
         assert "\\x1b]0;pwned" in out
+
+
+def test_csv_cells_cannot_carry_terminal_controls():
+    from cli.output import render_csv
+
+    assert render_csv(None, [["eth\x1b]0;pwned\x07", "10.0.0.1 (eth0)\nfd42::1 (eth0)"]]) == (
+        'eth\\x1b]0;pwned\\x07,"10.0.0.1 (eth0)\nfd42::1 (eth0)"\n')

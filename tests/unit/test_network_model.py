@@ -397,3 +397,22 @@ def test_network_objects():
     assert model.link_type("eth0", None, True) == "physical"
     assert model.link_type("br0", "bridge", True) == "bridge"
     assert model.link_type("veth1", "veth", True) == "unknown"
+
+
+def test_drop_leases_removes_only_the_given_macs():
+    text = ("1700000000 00:16:3e:aa:aa:aa 10.1.0.5 a *\n"
+            "1700000000 00:16:3e:bb:bb:bb 10.1.0.6 b *\n"
+            "duid 00:01:00:01:2c:00:00:00:52:54:00:00:00:01\n"
+            "1700000000 1234 fd42::5 a 00:01:00:01:2c:00:00:00:00:16:3e:aa:aa:aa\n"
+            "garbage line\n")
+    out = model.drop_leases(text, {"00:16:3E:AA:AA:AA"})
+    assert out == ("1700000000 00:16:3e:bb:bb:bb 10.1.0.6 b *\n"
+                   "duid 00:01:00:01:2c:00:00:00:52:54:00:00:00:01\n"
+                   "garbage line\n")
+    assert model.drop_leases(text, set()) == text
+
+
+def test_instances_named_like_dnsmasq_keywords_keep_their_name():
+    entries = [HostEntry("00:16:3e:00:00:01", "ignore"), HostEntry("00:16:3e:00:00:02", "web")]
+    assert model.render_hosts(entries, "managed", "lab") == (
+        "00:16:3e:00:00:01,ignore.lab\n00:16:3e:00:00:02,web\n")
