@@ -1,7 +1,8 @@
 """Figures for issue targets, printed (not asserted). Runs its own machined on a temporary
 MACHINED_DIR, uses the cached test images, and removes everything it made.
 
-    sudo .venv/bin/python bench/bench.py [--runs 5] [--files | --images | --storage | --network]
+    sudo .venv/bin/python bench/bench.py [--runs 5] [--files | --images | --storage | --network |
+                                          --boot]
 """
 
 from __future__ import annotations
@@ -279,8 +280,18 @@ def bench_network(daemon: Daemon, base: Path, runs: int) -> None:
                   "listen=tcp:127.0.0.1:18990", "connect=tcp:127.0.0.1:8080")
         daemon.ok("restart", "l0")
         daemon.ok("exec", "l0", "--", "sh", "-c",
-                  "nohup nc -lk -p 8080 -e cat >/dev/null 2>&1 </dev/null &")
-        time.sleep(0.3)
+                  "setsid nc -ll -p 8080 -e cat >/dev/null 2>&1 </dev/null &")
+        deadline = time.monotonic() + 10
+        while True:  # until the echo server inside listens
+            try:
+                with socket.create_connection(("127.0.0.1", 18990), timeout=2) as conn:
+                    conn.sendall(b"x")
+                    if conn.recv(1) == b"x":
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
         def roundtrip() -> None:
             with socket.create_connection(("127.0.0.1", 18990), timeout=10) as conn:
@@ -295,6 +306,116 @@ def bench_network(daemon: Daemon, base: Path, runs: int) -> None:
         daemon.mc("network", "delete", net)
 
 
+BOOT_FLEET = [f"boot{i:02d}" for i in range(20)]
+# 12 autostart: 6 with neither priority nor delay (the parallel group), 6 with priorities.
+BOOT_AUTO = {name: ({"boot.autostart.priority": str(10 - 3 * (i % 3))} if i >= 6 else {})
+             for i, name in enumerate(BOOT_FLEET[:12])}
+
+
+def start_daemon_timed(daemon: Daemon) -> float:
+    """Start machined and return the seconds until its API answers GET /1.0."""
+    from cli.client import Client
+    from cli.errors import CliError
+
+    start = time.time()
+    with open(daemon.root.parent / "machined.stderr", "ab") as log:
+        daemon.proc = subprocess.Popen([daemon.machined_path], env=daemon.env, stdout=log,
+                                       stderr=log, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+    while True:
+        if daemon.proc.poll() is not None:
+            raise RuntimeError("machined exited at start")
+        if daemon.socket.exists():
+            client = Client(os.fspath(daemon.socket))
+            try:
+                client.get("/1.0")
+                return time.time() - start
+            except (CliError, OSError):
+                pass
+            finally:
+                client.close()
+        if time.time() - start > 60:
+            raise RuntimeError("machined did not answer within 60 s")
+        time.sleep(0.005)
+
+
+def init_pids(daemon: Daemon, names: list[str]) -> dict[str, int]:
+    """Init PID of each running container, from its state.json (the monitor writes it)."""
+    pids = {}
+    for name in names:
+        try:
+            st = json.loads((daemon.root / "run" / name / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("status") == "running" and os.path.exists(f"/proc/{st['init_pid']}"):
+            pids[name] = st["init_pid"]
+    return pids
+
+
+def bench_boot(daemon: Daemon, runs: int) -> None:
+    """A simulated host reboot with 20 busybox containers of which 12 autostart (6 in the
+    parallel group, 6 by priority, no delays): `machined shutdown`, then the time from
+    daemon start until all 12 inits run. Then daemon restarts (SIGTERM) with 20 running:
+    time until the API answers, and whether every init PID survived."""
+    box = built_image("busybox", "unified")
+    if daemon.mc("image", "info", "busybox").code != 0:
+        daemon.ok("image", "import", *map(os.fspath, box), "--alias", "busybox")
+    # An installed machined keeps its bytecode cache; with PYTHONDONTWRITEBYTECODE set (as
+    # in some shells) every start compiles ~100 modules first (~0.5 s on this VM).
+    daemon.env.pop("PYTHONDONTWRITEBYTECODE", None)
+    try:
+        for name in BOOT_FLEET:
+            daemon.ok("launch", "busybox", name)
+            auto = BOOT_AUTO.get(name)
+            config = {"boot.autostart": "true", **auto} if auto is not None else {
+                "boot.autostart": "false"}
+            daemon.api("PATCH", f"/1.0/instances/{name}", {"config": config})
+        boot, api, down = [], [], []
+        for _ in range(runs):
+            start = time.time()
+            res = subprocess.run([daemon.machined_path, "shutdown"], env=daemon.env,
+                                 capture_output=True, text=True, timeout=600)
+            if res.returncode != 0:
+                raise RuntimeError(f"machined shutdown failed: {res.stderr}")
+            down.append(time.time() - start)
+            daemon.proc.wait(timeout=30)
+            if init_pids(daemon, BOOT_FLEET):
+                raise RuntimeError("containers still run after machined shutdown")
+            start = time.time()
+            api.append(start_daemon_timed(daemon))
+            deadline = start + 120
+            while len(init_pids(daemon, list(BOOT_AUTO))) < len(BOOT_AUTO):
+                if time.time() > deadline:
+                    raise RuntimeError("the autostart containers did not all start")
+                time.sleep(0.01)
+            boot.append(time.time() - start)
+            if set(init_pids(daemon, BOOT_FLEET)) != set(BOOT_AUTO):
+                raise RuntimeError("autostart started the wrong containers")
+        report("machined shutdown (20 running, 1 batch)", down, "-")
+        report("host boot: daemon start -> API answers", api, "-")
+        report("host boot: daemon start -> 12 autostart inits running", boot, "< 20000 ms")
+
+        for name in BOOT_FLEET:
+            if name not in BOOT_AUTO:
+                daemon.ok("start", name)
+        samples = []
+        for _ in range(runs):
+            before = init_pids(daemon, BOOT_FLEET)
+            if len(before) != len(BOOT_FLEET):
+                raise RuntimeError("not all 20 containers run")
+            daemon.kill()
+            samples.append(start_daemon_timed(daemon))
+            after = init_pids(daemon, BOOT_FLEET)
+            if after != before:
+                raise RuntimeError(f"init PIDs changed across a restart: {before} -> {after}")
+        report("daemon restart (20 running) -> API answers", samples, "< 2000 ms")
+        print(f"{'init PIDs unchanged across every restart':<52} yes (20 of 20, "
+              f"{runs} restarts)", flush=True)
+    finally:
+        for name in BOOT_FLEET:
+            daemon.mc("delete", "--force", name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -306,6 +427,8 @@ def main() -> int:
                         help="only the network figures (bridge, DHCP, proxy)")
     parser.add_argument("--storage", action="store_true",
                         help="only the snapshot/restore/copy figures (dir and btrfs pools)")
+    parser.add_argument("--boot", action="store_true",
+                        help="only the autostart/host shutdown/daemon restart figures")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="machined-bench-"))
     os.chmod(base, 0o711)
@@ -323,6 +446,9 @@ def main() -> int:
             return 0
         if args.network:
             bench_network(daemon, base, args.runs)
+            return 0
+        if args.boot:
+            bench_boot(daemon, args.runs)
             return 0
         fingerprint = debian_fingerprint(daemon)
 
@@ -373,6 +499,7 @@ def main() -> int:
         bench_images(daemon, base, args.runs)
         bench_storage(daemon, base, args.runs)
         bench_network(daemon, base, args.runs)
+        bench_boot(daemon, args.runs)
     finally:
         for inst in daemon.instances() if daemon.proc else []:
             daemon.mc("delete", "--force", inst["name"])
