@@ -16,13 +16,16 @@ from aiohttp import web
 
 from machined.api.https import HTTPS
 from machined.api.operations import Operation, Operations
+from machined.api.routes_internal import SHUTDOWN
 from machined.api.server import bind_unix_socket, build_app
 from machined.db import open_database
 from machined.db import operations as db_operations
 from machined.db import profiles as db_profiles
 from machined.errors import MachinedError
+from machined.images import store
 from machined.images.service import ImageService
 from machined.images.tasks import ImageTasks
+from machined.instances.autostart import Autostart, host_shutdown
 from machined.instances.service import InstanceService
 from machined.instances.snapshot_tasks import SnapshotTasks
 from machined.instances.snapshots import SnapshotService
@@ -30,6 +33,7 @@ from machined.network.hooks import NetworkHooks
 from machined.network.proxy import ProxyService
 from machined.network.service import NetworkService
 from machined.paths import Paths
+from machined.sdnotify import Notifier
 from machined.state import State
 from machined.storage.pools import Storage
 
@@ -94,6 +98,7 @@ def _lock_state_dir(paths: Paths) -> int:
 
 
 async def serve(paths: Paths) -> None:
+    notifier = Notifier.from_env()  # before any helper inherits the environment
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
     # Traversable, not listable (LXD does the same): dnsmasq reads its hosts file in
     # networks/<n>/ as nobody. The private directories below it (database, logs, images)
@@ -113,6 +118,7 @@ async def serve(paths: Paths) -> None:
     removed = storage.reconcile()
     if removed:
         log.info("Removed %d unreferenced volume(s): %s", len(removed), ", ".join(removed))
+    store.remove_unregistered_files(state)  # image files of an interrupted register/delete
     instances = InstanceService(state, storage)
     images = ImageService(state, storage, instances)
     instances.remote_images = images  # launches from remote servers
@@ -129,6 +135,14 @@ async def serve(paths: Paths) -> None:
     images.refill_spares()  # images that instances are made from keep a spare ready
 
     app = build_app(state, storage, instances, images, snapshots, networks)
+    # SIGTERM/SIGINT stop the daemon only; SIGPWR and PUT /internal/shutdown (`machined
+    # shutdown`) first stop the instances as for a host power-off.
+    stop, for_host = asyncio.Event(), asyncio.Event()
+
+    def begin_host_shutdown() -> None:
+        for_host.set()
+        stop.set()
+    app[SHUTDOWN] = begin_host_shutdown  # before the runner freezes the app
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     if paths.socket.exists() or paths.socket.is_symlink():
@@ -137,8 +151,13 @@ async def serve(paths: Paths) -> None:
     state.config_listeners.append(https.on_config)
     await https.start(runner)
     sock = bind_unix_socket(paths.socket)
-    await web.SockSite(runner, sock).start()
+    site = web.SockSite(runner, sock)
+    await site.start()
     log.info("machined ready on %s", paths.socket)
+    notifier.notify("READY=1")
+    # Instances with boot.autostart (or last-state RUNNING), while the API answers.
+    autostart = Autostart(instances)
+    autostart.start()
     # Cache expiry and auto-update: both passes now, then on schedule (images/tasks.py).
     image_tasks = ImageTasks(images)
     state.config_listeners.append(image_tasks.config_changed)
@@ -147,19 +166,34 @@ async def serve(paths: Paths) -> None:
     snapshot_tasks = SnapshotTasks(snapshots)
     snapshot_tasks.start()
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGPWR, begin_host_shutdown)
     await stop.wait()
-    log.info("machined stopping (containers keep running)")
+    notifier.notify("STOPPING=1")
+    await autostart.stop()
+    if for_host.is_set():
+        log.info("machined shutting down for host power-off: stopping instances")
+        await site.stop()  # no new requests while the instances stop
+        await https.stop()
+        await snapshot_tasks.stop()
+        await image_tasks.stop()
+        await host_shutdown(instances)
+    else:
+        log.info("machined stopping (containers keep running)")
     await snapshot_tasks.stop()
     await image_tasks.stop()
     await instances.cancel_background()
     await network_hooks.close()
     await snapshots.cancel_background()
+    # Operations still running are cancelled while the database is open, so their undo
+    # steps can write and each is recorded (as Cancelled); clients waiting on one get
+    # their answer before the listeners close. Again after: requests served meanwhile.
+    await state.operations.cancel_running()
     await https.stop()
     await runner.cleanup()
+    await state.operations.cancel_running()
     paths.socket.unlink(missing_ok=True)
     db.close()
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from machined.api.operations import Operations
+from machined.locking import InstanceLock
 from machined.paths import Paths
 
 if TYPE_CHECKING:
@@ -22,9 +23,10 @@ class State:
     db: Database
     paths: Paths
     operations: Operations
-    # One lock per instance (and per image fingerprint) serialises conflicting operations.
-    instance_locks: defaultdict[str, asyncio.Lock] = field(
-        default_factory=lambda: defaultdict(asyncio.Lock))
+    # One lock per instance (and per image fingerprint) serialises conflicting operations;
+    # an instance's lock knows what holds it (machined/locking.py: waits and 409s).
+    instance_locks: defaultdict[str, InstanceLock] = field(
+        default_factory=lambda: defaultdict(InstanceLock))
     image_locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
     # Called with (old, new) server config after a change is stored, so subsystems (image

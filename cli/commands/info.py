@@ -10,12 +10,21 @@ import click
 from cli.client import Client
 from cli.context import Env, pass_env
 from cli.errors import ApiError
-from cli.output import format_bytes, format_time, printable, render_table, render_yaml
+from cli.output import (
+    format_bytes,
+    format_time,
+    format_upload_date,
+    printable,
+    render_table,
+    render_yaml,
+)
 from cli.params import url_part
 
 
-def format_info(inst: dict[str, Any], state: dict[str, Any]) -> str:
-    """The text of `mc info <instance>` (pure)."""
+def format_info(inst: dict[str, Any], state: dict[str, Any],
+                warnings: list[dict[str, Any]] | None = None) -> str:
+    """The text of `mc info <instance>` (pure); `warnings`: the server's warnings about
+    this instance."""
     lines = [f"Name: {inst.get('name', '')}"]
     if inst.get("description"):
         lines.append(f"Description: {inst['description']}")
@@ -48,7 +57,29 @@ def format_info(inst: dict[str, Any], state: dict[str, Any]) -> str:
         ]
         table = render_table(["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"], rows)
         lines += ["", "Snapshots:", table.rstrip("\n")]
+    if warnings:
+        lines += ["", "Warnings:", *(_warning_line(w) for w in warnings)]
     return "\n".join(lines) + "\n"
+
+
+def _warning_line(w: dict[str, Any]) -> str:
+    """`  instance-autostart-failure (new, 3 times, last Jan 2, 2006 at 3:04pm (UTC)): <msg>`"""
+    count = w.get("count") or 1
+    times = "once" if count == 1 else f"{count} times"
+    when = format_upload_date(w.get("last_seen_at"))
+    text = (f"{w.get('type', '')} ({w.get('status', '')}, {times}, last {when}): "
+            f"{w.get('last_message', '')}")
+    return "  " + printable(text).replace("\n", " ")
+
+
+def instance_warnings(client: Client, name: str) -> list[dict[str, Any]]:
+    """The server's warnings about instance `name` (none from a server without them)."""
+    try:
+        found = client.get("/1.0/warnings?recursion=1") or []
+    except ApiError:
+        return []
+    url = f"/1.0/instances/{name}"
+    return [w for w in found if isinstance(w, dict) and w.get("entity_url") == url]
 
 
 def _resources(state: dict[str, Any]) -> list[str]:
@@ -152,7 +183,7 @@ def info(env: Env, name: str | None, show_log: bool) -> None:
             inst["snapshots"] = client.get(f"{base}/snapshots?recursion=1") or []
         except ApiError:  # snapshots are optional in the daemon
             inst["snapshots"] = []
-    click.echo(format_info(inst, state), nl=False)
+    click.echo(format_info(inst, state, instance_warnings(client, inst_name)), nl=False)
     if show_log:
         click.echo("\nLog:\n")
         sys.stdout.flush()

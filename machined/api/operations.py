@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from machined.errors import MachinedError, NotFound
+from machined.errors import MachinedError, NotFound, storage_error
+from machined.locking import current_activity
 
 log = logging.getLogger("machined.operations")
 
@@ -79,9 +80,25 @@ class Operations:
         op.task = asyncio.get_running_loop().create_task(self._run(op, work))
         return op
 
+    async def cancel_running(self, timeout: float = 30.0) -> int:
+        """At daemon stop, while the database is still open: cancel every operation still
+        running and wait (at most `timeout` s) until each has undone its steps and recorded
+        itself as Cancelled. Returns how many were cancelled."""
+        running = {op.task: op for op in self._ops.values()
+                   if op.task is not None and not op.task.done()}
+        for task in running:
+            task.cancel()
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                log.warning("Operation %s (%s) did not end within %.0f s of being cancelled",
+                            running[task].id, running[task].description, timeout)
+        return len(running)
+
     async def _run(self, op: Operation,
                    work: Callable[[Operation], Awaitable[dict[str, Any] | None]]) -> None:
         op.status_code = RUNNING
+        current_activity.set(op.description)  # this task's own context: who holds a lock
         try:
             result = await work(op)
             if result is not None:
@@ -92,8 +109,11 @@ class Operations:
         except asyncio.CancelledError:
             op.err, op.status_code = "Operation cancelled", CANCELLED
         except Exception as e:
-            log.exception("Operation %s (%s) failed", op.id, op.description)
-            op.err, op.status_code = f"Internal error: {e}", FAILURE
+            full = storage_error(e)
+            if full is None:
+                log.exception("Operation %s (%s) failed", op.id, op.description)
+            op.err = full.message if full is not None else f"Internal error: {e}"
+            op.status_code = FAILURE
         op.updated_at = now()
         op.done.set()
         if op.err:
@@ -101,8 +121,12 @@ class Operations:
         if self._record is not None:
             try:
                 self._record(op)
-            except Exception:
-                log.exception("Could not record operation %s", op.id)
+            except Exception as e:
+                full = storage_error(e)
+                if full is None:
+                    log.exception("Could not record operation %s", op.id)
+                else:
+                    log.warning("Could not record operation %s: %s", op.id, full.message)
         asyncio.get_running_loop().call_later(KEEP_DONE_SECONDS, self._ops.pop, op.id, None)
 
 

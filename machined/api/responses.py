@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from machined.errors import MachinedError
+from machined.errors import MachinedError, storage_error
 
 log = logging.getLogger("machined.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,6 +55,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("Client disconnected during %s %s", request.method, request.path)
         raise
     except Exception as e:  # the daemon must answer, whatever broke
+        full = storage_error(e)
+        if full is not None:  # a full disk is the host's state, not a daemon bug
+            log.error("%s %s: %s", request.method, request.path, full.message)
+            return error(full.message, full.status)
         log.exception("Unhandled error in %s %s", request.method, request.path)
         return error(f"Internal error: {e}", 500)
 

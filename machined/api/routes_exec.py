@@ -203,6 +203,8 @@ async def exec_instance(request: web.Request) -> web.Response:
     session = ExecSession(svc, container, command, env, uid, gid, cwd,
                           bool(body.get("interactive")), width, height,
                           bool(body.get("wait-for-websocket")))
+    # Debug level: an exec is routine (tools run one per second) and its argv may hold secrets.
+    log.debug("Exec in instance %s: %s", name, command)
     op = request.app[STATE].operations.start(
         "websocket", "Executing command", {"instances": [f"/1.0/instances/{name}"]},
         session.run)

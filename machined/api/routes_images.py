@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -22,6 +23,7 @@ from machined.images.download import parse_source
 from machined.images.pack import check_alias_name
 
 routes = web.RouteTableDef()
+log = logging.getLogger("machined.images")
 # Registered before `routes`: /1.0/images/{fingerprint} would otherwise swallow 'aliases'.
 alias_routes = web.RouteTableDef()
 CHUNK = 1 << 20
@@ -298,6 +300,7 @@ async def delete_image(request: web.Request) -> web.Response:
         async with state.image_locks[rec.fingerprint]:
             db_images.delete(state.db, rec.fingerprint)
             await asyncio.to_thread(store.delete_files, state, rec.fingerprint)
+        log.info("Deleted image %s", rec.fingerprint[:12])
 
     op = state.operations.start("task", "Deleting image",
                                 {"images": [f"/1.0/images/{rec.fingerprint}"]}, work)

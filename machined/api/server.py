@@ -16,6 +16,7 @@ from machined.api import (
     routes_image_export,
     routes_images,
     routes_instances,
+    routes_internal,
     routes_networks,
     routes_profiles,
     routes_server,
@@ -58,6 +59,7 @@ def build_app(state: State, storage: Storage, instances: InstanceService,
     app.add_routes(routes_storage.routes)
     app.add_routes(routes_networks.routes)
     app.add_routes(routes_warnings.routes)
+    app.add_routes(routes_internal.routes)
     return app
 
 

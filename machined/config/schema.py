@@ -25,23 +25,24 @@ def _table(*rows: ConfigKey) -> dict[str, ConfigKey]:
 
 
 K = ConfigKey
-_AUTOSTART = "autostart is not implemented"
 _IDMAP = "every container gets the default id map"
 
 INSTANCE_KEYS: dict[str, ConfigKey] = _table(
     K("boot.autostart", "bool", "", v.any_of(v.is_bool, v.one_of("last-state")), True,
-      "Start the instance when the daemon starts; unset or last-state: only if it was "
-      "running when the daemon stopped.", _AUTOSTART),
+      "Start the instance when the daemon starts. Unset or last-state: only if it was "
+      "running as last recorded (by its last start or stop, and by `machined shutdown` at "
+      "host power-off); false: never. Not with security.protection.start=true."),
     K("boot.autostart.delay", "integer", "0", v.is_uint, True,
-      "Seconds to wait after this instance started before starting the next one.", _AUTOSTART),
+      "Seconds to wait after this instance autostarted before starting the next one."),
     K("boot.autostart.priority", "integer", "0", v.is_int, True,
-      "Autostart order: higher starts first.", _AUTOSTART),
+      "Autostart order: higher starts first (then by name, one at a time). Instances with "
+      "neither a priority nor a delay start first, in parallel."),
     K("boot.host_shutdown_timeout", "integer", "30", v.is_uint, True,
-      "Seconds to wait for a clean shutdown at daemon shutdown before killing the instance.",
-      "the daemon leaves instances running when it stops"),
+      "Seconds to wait for a clean shutdown at host shutdown (`machined shutdown`, SIGPWR) "
+      "before killing the instance; a plain daemon stop leaves instances running."),
     K("boot.stop.priority", "integer", "0", v.is_int, True,
-      "Shutdown order at daemon shutdown: higher stops first.",
-      "the daemon leaves instances running when it stops"),
+      "Shutdown order at host shutdown: higher stops first; equal priorities stop together, "
+      "and the next batch waits for them."),
     K("limits.cpu", "string", "", v.is_cpu_limit, True,
       "CPUs the instance may run on: a count (2: the first 2 CPUs available to machined) or a "
       "CPU set (0-1,3). Pinned with the cpuset controller; `nproc` inside shows it."),

@@ -91,3 +91,13 @@ def resolve(db: Database, type: str, entity_url: str) -> None:
 def delete(db: Database, uuid: str) -> None:
     if db.execute("DELETE FROM warnings WHERE uuid = ?", [uuid]).rowcount == 0:
         raise NotFound(f"Warning {uuid!r} not found")
+
+
+def forget_entity(db: Database, entity_url: str) -> None:
+    """The entity is gone (an instance deleted): so are its warnings."""
+    db.execute("DELETE FROM warnings WHERE entity_url = ?", [entity_url])
+
+
+def move_entity(db: Database, old: str, new: str) -> None:
+    """The entity was renamed: its warnings follow it."""
+    db.execute("UPDATE warnings SET entity_url = ? WHERE entity_url = ?", [new, old])

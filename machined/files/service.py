@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import io
+import logging
 import os
 import queue
 import tarfile
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from machined import runtime
+from machined import crash, locking, runtime
 from machined.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound
 from machined.files import model
 from machined.files.model import PushHeaders
@@ -29,6 +30,7 @@ from machined.instances.service import InstanceService
 from machined.runtime import rootfs as inroot
 from machined.state import State
 
+log = logging.getLogger("machined.files")
 WRITE_CHUNK = 1 << 20  # bytes handed to the writer thread at once
 MAX_IN_FLIGHT = 4
 PIPE_CHUNK = 1 << 18  # request body bytes handed to the extraction thread at once
@@ -103,6 +105,11 @@ class FileService:
 
     async def push_small(self, name: str, path: str, headers: PushHeaders, data: bytes) -> None:
         """A whole (small) body at once, written inline (see INLINE)."""
+        async with self._writing(name):
+            self._push_small(name, path, headers, data)
+        _log_push(name, path, headers, len(data))
+
+    def _push_small(self, name: str, path: str, headers: PushHeaders, data: bytes) -> None:
         rootfs = self.check(name, headers)
         if path == "/" and headers.type != "directory":
             raise BadRequest("/ is the instance's root directory")
@@ -121,6 +128,7 @@ class FileService:
                     writer.abort()
                     raise
                 perms = _file_perms(writer.existing, headers, append)
+                crash.point("files.push.written")
                 writer.commit(perms.uid, perms.gid, perms.mode)
 
     async def push_stream(self, name: str, path: str, headers: PushHeaders,
@@ -130,6 +138,13 @@ class FileService:
         mode) and the target is untouched."""
         if headers.type != "file":
             raise BadRequest(f"A {headers.type} is created from a small request body")
+        async with self._writing(name):
+            written = await self._push_stream(name, path, headers, body)
+        _log_push(name, path, headers, written)
+        return written
+
+    async def _push_stream(self, name: str, path: str, headers: PushHeaders,
+                           body: AsyncIterator[bytes]) -> int:
         rootfs = self.check(name, headers)
         append = headers.write == "append"
 
@@ -181,6 +196,13 @@ class FileService:
         apply to members too, mode only to `path`. Only files, directories and symlinks are
         accepted; absolute names, '..' and members below a symlink made by an earlier member
         are refused. Returns the number of members."""
+        async with self._writing(name):
+            count = await self._push_archive(name, path, headers, body)
+        log.info("Pushed a tree of %d entries to %s in instance %s", count, path, name)
+        return count
+
+    async def _push_archive(self, name: str, path: str, headers: PushHeaders,
+                            body: AsyncIterator[bytes]) -> int:
         rootfs = self.check(name, headers)
         uids, gids = self.id_ranges(name)
         with _errors(name, path), inroot.Root(rootfs) as root:
@@ -216,16 +238,31 @@ class FileService:
             pool.shutdown(wait=False)
 
     async def delete(self, name: str, path: str, recursive: bool) -> None:
-        rootfs = self._rootfs(name)
         if path == "/":
             raise BadRequest("Refusing to delete the instance's root directory")
+        async with self._writing(name):
+            rootfs = self._rootfs(name)
 
-        def work() -> None:
-            with _errors(name, path), inroot.Root(rootfs) as root:
-                root.remove(path, recursive=recursive)
+            def work() -> None:
+                with _errors(name, path), inroot.Root(rootfs) as root:
+                    root.remove(path, recursive=recursive)
 
-        # A tree can be large: only a recursive delete is worth a worker thread.
-        await asyncio.to_thread(work) if recursive else work()
+            # A tree can be large: only a recursive delete is worth a worker thread.
+            await asyncio.to_thread(work) if recursive else work()
+        log.info("Deleted %s%s in instance %s", path, " (recursively)" if recursive else "",
+                 name)
+
+    def _writing(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writes hold the instance's lock (a synchronous request: a brief wait, then 409),
+        so a push never lands in a volume being deleted, restored, moved, snapshotted or
+        published: it happens wholly before or after."""
+        return locking.hold(self.state.instance_locks[name], name, "Writing files")
+
+
+def _log_push(name: str, path: str, headers: PushHeaders, size: int) -> None:
+    what = {"directory": "a directory", "symlink": "a symlink"}.get(headers.type, "a file")
+    extra = f" ({size} bytes)" if headers.type == "file" else ""
+    log.info("Pushed %s to %s in instance %s%s", what, path, name, extra)
 
 
 def _retrieve(future: asyncio.Future[int]) -> None:
@@ -347,6 +384,7 @@ def _write(writer: inroot.FileWriter, chunks: list[bytes], name: str, path: str)
 
 
 def _commit(writer: inroot.FileWriter, perms: model.Perms, name: str, path: str) -> None:
+    crash.point("files.push.written")
     with _errors(name, path):
         writer.commit(perms.uid, perms.gid, perms.mode)
 

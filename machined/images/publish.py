@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from machined import clock
+from machined import clock, crash
 from machined.config.schema import SERVER_KEYS
 from machined.db import images as db_images
 from machined.db import instances as db_instances
@@ -94,11 +94,10 @@ async def publish_instance(state: State, instances: InstanceService, name: str, 
             if _split(plan.name)[1] is None:
                 _check_stopped(instances, plan.name)
             upload = await _pack_instance(state, instances, plan, op)
+        crash.point("image.publish.packed")
         packed = time.monotonic()
         _progress(op, "Unpacking the new image")
-        record, created = await _register(state, upload, bool(public))
-        await _create_aliases(state, record.fingerprint, plan.aliases,
-                              remove_image=created)
+        record = await _register(state, upload, bool(public), plan.aliases)
     log.info("Published instance %s as image %s (%s, %d bytes, pack %.1f s, total %.1f s)",
              plan.name, record.fingerprint[:12], plan.compression, record.size,
              packed - started, time.monotonic() - started)
@@ -124,13 +123,22 @@ def _check_stopped(instances: InstanceService, name: str) -> None:
                        "mc publish --force")
 
 
-async def _register(state: State, upload: store.Upload,
-                    public: bool) -> tuple[db_images.ImageRecord, bool]:
-    """The new image, and whether this publish created it. Publishing an unchanged instance
-    twice within a second makes the same bytes (creation_date counts seconds): the image
-    that exists already is then this publish's result too."""
+class _AliasTaken(Conflict):
+    """An alias of the publish was created by someone else while it ran."""
+
+
+async def _register(state: State, upload: store.Upload, public: bool,
+                    aliases: tuple[tuple[str, str], ...]) -> db_images.ImageRecord:
+    """The new image, registered with its aliases in one transaction: all of them or none
+    and no image (a publish that fails, or a daemon killed, leaves nothing behind).
+    Publishing an unchanged instance twice within a second makes the same bytes
+    (creation_date counts seconds): the image that exists already is then this publish's
+    result too, and gets the aliases."""
     try:
-        return await store.register(state, upload, public=public), True
+        return await store.register(state, upload, public=public,
+                                    then=lambda rec: _create_aliases(state, rec, aliases))
+    except _AliasTaken:
+        raise
     except Conflict:
         if not db_images.exists(state.db, upload.fingerprint):
             raise
@@ -138,27 +146,20 @@ async def _register(state: State, upload: store.Upload,
     if public and not record.public:
         record.public = True
         db_images.update(state.db, record)
-    return record, False
+    with state.db.atomic():
+        for alias, description in aliases:
+            db_images.create_alias(state.db, alias, record.fingerprint, description)
+    return record
 
 
-async def _create_aliases(state: State, fingerprint: str,
-                          aliases: tuple[tuple[str, str], ...], *, remove_image: bool) -> None:
-    """All of them or none; when one was taken meanwhile, the image this publish created
-    goes too (a publish that fails leaves nothing behind)."""
-    if not aliases:
-        return
+def _create_aliases(state: State, record: db_images.ImageRecord,
+                    aliases: tuple[tuple[str, str], ...]) -> None:
     try:
-        with state.db.atomic():
-            for alias, description in aliases:
-                db_images.create_alias(state.db, alias, fingerprint, description)
+        for alias, description in aliases:
+            db_images.create_alias(state.db, alias, record.fingerprint, description)
     except Conflict as e:
-        if not remove_image:
-            raise
-        async with state.image_locks[fingerprint]:
-            db_images.delete(state.db, fingerprint)
-            await asyncio.to_thread(store.delete_files, state, fingerprint)
-        raise Conflict(f"{e.message} (created while publishing): the published image was "
-                       "removed") from None
+        raise _AliasTaken(f"{e.message} (created while publishing): the published image was "
+                          "removed") from None
 
 
 # ---------------------------------------------------------------------------- packing

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from machined import clock
+from machined import clock, crash
 from machined.config.schema import SERVER_KEYS
 from machined.db import images as db_images
 from machined.db import instances as db_instances
@@ -144,25 +144,26 @@ class ImageService:
                 def progress(text: str) -> None:
                     op.set_metadata(download_progress=text)
             upload = await server.download(remote, progress)
-            rec = await store.register(self.state, upload, public=public,
-                                       extra_properties=remote.properties)
-            try:
-                with self.state.db.atomic():
-                    if remote.expires_at:
-                        rec.expires_at = remote.expires_at
-                        db_images.update(self.state.db, rec)
-                    db_images.record_download(
-                        self.state.db, fp, cached=cached, auto_update=auto_update and by_alias,
-                        last_used_at=(last_used_at if last_used_at is not None
-                                      else now if cached else ""),
-                        last_update_check=now,
-                        source=record_source)
-                    for alias in aliases:
-                        db_images.create_alias(self.state.db, alias["name"], fp,
-                                               alias.get("description", ""))
-            except BaseException:
-                await self._delete(fp)
-                raise
+            crash.point("image.download.received")
+
+            def record(rec: db_images.ImageRecord) -> None:
+                # In the image row's transaction: never an image without its flags,
+                # source and aliases (a failure here leaves no image at all).
+                if remote.expires_at:
+                    rec.expires_at = remote.expires_at
+                    db_images.update(self.state.db, rec)
+                db_images.record_download(
+                    self.state.db, fp, cached=cached, auto_update=auto_update and by_alias,
+                    last_used_at=(last_used_at if last_used_at is not None
+                                  else now if cached else ""),
+                    last_update_check=now,
+                    source=record_source)
+                for alias in aliases:
+                    db_images.create_alias(self.state.db, alias["name"], fp,
+                                           alias.get("description", ""))
+
+            await store.register(self.state, upload, public=public,
+                                 extra_properties=remote.properties, then=record)
         log.info("Downloaded image %s from %s (%s)", fp[:12], source.server, source.name)
         return db_images.get(self.state.db, fp)
 
@@ -243,6 +244,7 @@ class ImageService:
                         raise
                     log.info("%s; refetching the index of %s", e.message, source.server)
                     self._server(source).invalidate()
+            crash.point("image.refresh.downloaded")
             await self._replace(old, new, now)
         if old.last_used_at:
             for pool in self.spare_pools(old.fingerprint):
@@ -269,6 +271,7 @@ class ImageService:
                 db_images.set_flags(db, new.fingerprint, public=old.public or new.public)
                 db_images.move_aliases(db, old.fingerprint, new.fingerprint)
                 db_images.delete(db, old.fingerprint)
+            crash.point("image.refresh.switched")
             await asyncio.to_thread(store.delete_files, self.state, old.fingerprint)
 
     async def update_pass(self) -> None:
@@ -322,12 +325,3 @@ class ImageService:
             log.info("Deleted cached image %s: unused for more than %d days",
                      rec.fingerprint[:12], days)
         return deleted
-
-    async def _delete(self, fp: str) -> None:
-        """Remove a just-registered image (a later step failed): row, files, volume."""
-        async with self.state.image_locks[fp]:
-            try:
-                db_images.delete(self.state.db, fp)
-            except NotFound:
-                pass
-            await asyncio.to_thread(store.delete_files, self.state, fp)

@@ -8,11 +8,13 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from machined import crash
 from machined.db import images as db_images
 from machined.errors import BadRequest, Conflict, MachinedError, NotFound
 from machined.state import State
@@ -71,11 +73,16 @@ def resolve(state: State, name: str) -> db_images.ImageRecord:
 
 
 async def register(state: State, upload: Upload, *, public: bool,
-                   extra_properties: dict[str, str] | None = None) -> db_images.ImageRecord:
+                   extra_properties: dict[str, str] | None = None,
+                   then: Callable[[db_images.ImageRecord], None] | None = None
+                   ) -> db_images.ImageRecord:
     """Unpack and validate the upload into the default pool, then keep its files and record
-    it. On any failure nothing of it remains: not the files, not the volume, not a row."""
+    it. On any failure nothing of it remains: not the files, not the volume, not a row.
+    `then(record)` runs in the row's transaction (aliases, flags, source: an image is never
+    seen without them); if it raises, nothing of the image remains either."""
     fp = upload.fingerprint
     pool = state.storage.default
+    crash.point("image.register.received")
     async with state.image_locks[fp]:
         if db_images.exists(state.db, fp):
             _discard(upload)
@@ -89,11 +96,13 @@ async def register(state: State, upload: Upload, *, public: bool,
         except BaseException:
             _discard(upload)
             raise
+        crash.point("image.register.volume")
         try:
             state.paths.images.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.rename(upload.meta, state.paths.images / fp)
             if upload.rootfs is not None:
                 os.rename(upload.rootfs, state.paths.images / f"{fp}.rootfs")
+            crash.point("image.register.files")
             properties = dict(metadata.properties)
             properties.update(extra_properties or {})
             record = db_images.ImageRecord(
@@ -103,11 +112,15 @@ async def register(state: State, upload: Upload, *, public: bool,
                 created_at=datetime.fromtimestamp(metadata.creation_date, UTC)
                 .isoformat().replace("+00:00", "Z"),
                 filename=properties.get("description", fp[:12]))
-            db_images.create(state.db, record)
+            with state.db.atomic():
+                db_images.create(state.db, record)
+                if then is not None:
+                    then(record)
         except BaseException:
             _discard(upload)
             delete_files(state, fp)
             raise
+        log.info("Added image %s (%d bytes, %s)", fp[:12], upload.size, record.filename)
         return db_images.get(state.db, fp)
 
 
@@ -143,6 +156,22 @@ def _discard(upload: Upload) -> None:
     for path in (upload.meta, upload.rootfs):
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def remove_unregistered_files(state: State) -> list[str]:
+    """At daemon start: image files no row names (a register interrupted between moving
+    them into images/ and writing its row, or a delete between its row and its files)."""
+    removed = []
+    images = state.paths.images
+    for entry in sorted(os.listdir(images)) if images.is_dir() else []:
+        fp = entry.removesuffix(".rootfs")
+        if len(fp) == 64 and all(c in "0123456789abcdef" for c in fp) \
+                and not db_images.exists(state.db, fp):
+            (images / entry).unlink(missing_ok=True)
+            removed.append(f"images/{entry}")
+    if removed:
+        log.warning("Removed image files no image row names: %s", ", ".join(removed))
+    return removed
 
 
 def delete_files(state: State, fp: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from machined.errors import BadRequest
 
@@ -135,3 +136,26 @@ def resolve_in_rootfs(readlink: Callable[[str], str | None], path: str,
             resolved = []
         parts = [p for p in target.split("/") if p] + parts
     return "/" + "/".join(resolved)
+
+
+def describe_change(before: Any, after: Any) -> str:
+    """What an instance update changed, for the log: config keys set or unset (names only:
+    values may be secrets), devices, profiles, description, ephemeral. `before`/`after` are
+    instance records (config, devices, profiles, description, ephemeral)."""
+    parts = []
+    changed = sorted(k for k in set(before.config) | set(after.config)
+                     if before.config.get(k) != after.config.get(k))
+    if changed:
+        parts.append("config " + ", ".join(
+            k if k in after.config else f"{k} (unset)" for k in changed))
+    devices = sorted(k for k in set(before.devices) | set(after.devices)
+                     if before.devices.get(k) != after.devices.get(k))
+    if devices:
+        parts.append("devices " + ", ".join(
+            d if d in after.devices else f"{d} (removed)" for d in devices))
+    if before.profiles != after.profiles:
+        parts.append("profiles " + (", ".join(after.profiles) or "none"))
+    for field in ("description", "ephemeral"):
+        if getattr(before, field) != getattr(after, field):
+            parts.append(field)
+    return "; ".join(parts) or "no change"

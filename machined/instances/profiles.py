@@ -15,7 +15,7 @@ from machined.config import devices as devmod
 from machined.config import validate_instance_config
 from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
-from machined.errors import BadRequest, Conflict, Forbidden, MachinedError
+from machined.errors import BadRequest, Conflict, Forbidden, MachinedError, NotFound
 from machined.instances import model
 from machined.instances.service import InstanceService
 from machined.state import State
@@ -103,17 +103,24 @@ class ProfileService:
                 self._check_instance(user, new)
             db_profiles.update(self.state.db, new)
             applied: list[str] = []
+            failed = ""
             try:
                 for user in users:
-                    await self.instances.apply_config(user)
+                    failed = user
+                    try:
+                        await self.instances.apply_config(user)
+                    except NotFound:
+                        # Deleted, or renamed (only a stopped one can be), while this waited
+                        # for its lock: nothing runs that needs the change.
+                        continue
                     applied.append(user)
             except MachinedError as e:
-                failed = users[len(applied)]
                 db_profiles.update(self.state.db, old)
                 for user in applied:
                     await self._reapply(user)
-                raise BadRequest(f"Profile {name!r} not changed: instance {failed!r} could not "
-                                 f"take the change: {e.message}") from e
+                refusal = Conflict if isinstance(e, Conflict) else BadRequest  # busy: 409
+                raise refusal(f"Profile {name!r} not changed: instance {failed!r} could not "
+                              f"take the change: {e.message}") from e
         log.info("Updated profile %s (used by %d instance(s))", name, len(users))
 
     def _check_instance(self, name: str, profile: db_profiles.ProfileRecord) -> None:

@@ -11,11 +11,11 @@ import platform
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from machined import clock, runtime
+from machined import clock, crash, locking, runtime
 from machined.config import devices as devmod
 from machined.config import validate_instance_config
 from machined.db import images as db_images
@@ -23,9 +23,10 @@ from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
 from machined.db import snapshots as db_snapshots
 from machined.db import storage_pools as db_storage_pools
+from machined.db import warnings as db_warnings
 from machined.errors import BadRequest, Conflict, Forbidden, MachinedError, NotFound
 from machined.images import store
-from machined.instances import model, templates
+from machined.instances import leftovers, model, templates
 from machined.network.state import instance_network
 from machined.runtime import rootfs as inroot
 from machined.state import State
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from machined.storage.pools import Storage
 
 log = logging.getLogger("machined.instances")
+# instances/autostart.py records it after three failed autostart attempts.
+AUTOSTART_FAILURE = "instance-autostart-failure"
 SPARE_QUIET_SECONDS = 10.0
 
 
@@ -98,6 +101,9 @@ class InstanceService:
         self._refilling: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_launch = 0.0
+        # Instances whose clean stop is under way (name -> container): a forced stop kills
+        # them without waiting for the lock.
+        self._stopping: dict[str, runtime.RunningContainer] = {}
         # images.service.ImageService, set by the daemon: launches from remote servers.
         self.remote_images: Any = None
         # network.hooks.NetworkHooks, set by the daemon: nics and proxies around starts
@@ -329,6 +335,7 @@ class InstanceService:
             async with AsyncReverter() as revert:
                 await pool.create_from_image(image.fingerprint, volume)
                 revert.add_async(pool.delete_volume, "containers", volume)
+                crash.point("instance.create.volume")
                 full = dict(config)
                 for key, value in image.properties.items():
                     full.setdefault(f"image.{key}", value)
@@ -339,12 +346,18 @@ class InstanceService:
                 # (LXD defers them the same way): a create is just the copy.
                 full["volatile.apply_template"] = "create"
                 created = store.now()
+                # Again after the copy's await, none before the commit: a profile or network
+                # may have changed (or be going) meanwhile.
+                if model.root_pool(self.check_devices(profiles, devices, name)) != pool_name:
+                    raise Conflict(f"The root disk pool of {name!r} changed while it was "
+                                   "created (a profile changed): nothing was made; try again")
                 db_instances.create(self.state.db, db_instances.InstanceRecord(
                     name=name, architecture=image.architecture or platform.machine(),
                     created_at=created, description=request.get("description") or "",
                     ephemeral=bool(request.get("ephemeral")), config=full, devices=devices,
                     profiles=profiles, storage_pool=pool_name, volume=volume))
                 revert.add(db_instances.delete, self.state.db, name)
+                crash.point("instance.create.row")
                 image.last_used_at = clock.now_iso()  # the clock cache expiry reads
                 db_images.update(self.state.db, image)
                 revert.success()
@@ -369,17 +382,20 @@ class InstanceService:
             db_instances.set_config_keys(self.state.db, name, {"volatile.apply_template": None})
         else:
             await self.apply_templates(name, "start")
+        crash.point("instance.start.templates")
         spec = self._launch_spec(inst)
         self._last_launch = time.monotonic()
         hooks = self.network_hooks
         try:
             if hooks is not None:
                 spec.nics = await hooks.before_start(inst)
+                crash.point("instance.start.nics")
             container = await asyncio.to_thread(runtime.start, spec)
         except BaseException:
             if hooks is not None:
                 await hooks.start_failed(inst)
             raise
+        crash.point("instance.start.running")
         if hooks is not None:
             try:
                 await hooks.after_start(inst, container)
@@ -390,6 +406,8 @@ class InstanceService:
         db_instances.set_config_keys(self.state.db, name,
                                      {"volatile.last_state.power": "RUNNING"})
         db_instances.touch(self.state.db, name, store.now())
+        # It runs now, however it was started: an autostart failure is over.
+        db_warnings.resolve(self.state.db, AUTOSTART_FAILURE, f"/1.0/instances/{name}")
         log.info("Started instance %s", name)
 
     async def apply_templates(self, name: str, *triggers: str) -> None:
@@ -431,11 +449,24 @@ class InstanceService:
             stop_signal=runtime.stop_signal_for(init or "/sbin/init"), limits=limits,
             devices=devmod.runtime_devices(inst.expanded_devices))
 
-    async def stop(self, name: str, timeout: float = -1, force: bool = False) -> None:
+    async def stop(self, name: str, timeout: float = -1, force: bool = False,
+                   record: bool = True) -> None:
+        """record=False: volatile.last_state.power is left as it is (a host shutdown keeps
+        RUNNING, so an instance it was stopping when the daemon died still autostarts)."""
+        stopping = self._stopping.get(name)
+        if force and stopping is not None:
+            # A clean stop holds the lock while init shuts down (up to its timeout, 600 s by
+            # default): a forced stop does not queue behind it (LXD lets it through too). It
+            # kills now; the clean stop then returns and records the stop.
+            log.info("Force-stopping instance %s during its clean stop", name)
+            await asyncio.to_thread(runtime.stop, stopping, 0.0, True)
         async with self.state.instance_locks[name]:
-            await self.stop_held(name, timeout, force)
+            if stopping is not None and force and self.running(name) is None:
+                return  # stopped by the kill above (the clean stop recorded it)
+            await self.stop_held(name, timeout, force, record)
 
-    async def stop_held(self, name: str, timeout: float = -1, force: bool = False) -> None:
+    async def stop_held(self, name: str, timeout: float = -1, force: bool = False,
+                        record: bool = True) -> None:
         """stop() for a caller that already holds the instance's lock."""
         db_instances.get(self.state.db, name)
         container = self.running(name)
@@ -446,11 +477,28 @@ class InstanceService:
         if runtime.is_frozen(container) and not force:
             raise BadRequest(f"Instance {name!r} is frozen: resume it first or stop it with "
                              "--force")
-        await asyncio.to_thread(runtime.stop, container, float(timeout), force or timeout == 0)
+        # Recorded first: a daemon killed once the container has stopped must not find it
+        # marked RUNNING (autostart would start it again); recover() marks the containers
+        # it finds running RUNNING.
+        power = db_instances.get(self.state.db, name).config.get("volatile.last_state.power")
+        if record:
+            db_instances.set_config_keys(self.state.db, name,
+                                         {"volatile.last_state.power": "STOPPED"})
+        crash.point("instance.stop.recorded")
+        self._stopping[name] = container
+        try:
+            await asyncio.to_thread(runtime.stop, container, float(timeout),
+                                    force or timeout == 0)
+        except BaseException:
+            if self.running(name) is not None:
+                db_instances.set_config_keys(self.state.db, name,
+                                             {"volatile.last_state.power": power})
+            raise
+        finally:
+            self._stopping.pop(name, None)
+        crash.point("instance.stop.stopped")
         if self.network_hooks is not None:
             await self.network_hooks.after_stop(name)
-        db_instances.set_config_keys(self.state.db, name,
-                                     {"volatile.last_state.power": "STOPPED"})
         log.info("Stopped instance %s", name)
 
     async def restart(self, name: str, timeout: float = -1, force: bool = False) -> None:
@@ -467,6 +515,7 @@ class InstanceService:
             await asyncio.to_thread(runtime.freeze, container)
             db_instances.set_config_keys(self.state.db, name,
                                          {"volatile.last_state.power": "FROZEN"})
+        log.info("Froze instance %s", name)
 
     async def unfreeze(self, name: str) -> None:
         async with self.state.instance_locks[name]:
@@ -476,6 +525,7 @@ class InstanceService:
             await asyncio.to_thread(runtime.thaw, container)
             db_instances.set_config_keys(self.state.db, name,
                                          {"volatile.last_state.power": "RUNNING"})
+        log.info("Unfroze instance %s", name)
 
     @contextlib.asynccontextmanager
     async def frozen_for_copy(self, name: str) -> AsyncIterator[None]:
@@ -524,7 +574,10 @@ class InstanceService:
             # half-deleted rootfs.
             snapshots = db_snapshots.list_for(self.state.db, name)
             db_instances.delete(self.state.db, name)
+            db_warnings.forget_entity(self.state.db, f"/1.0/instances/{name}")
+            crash.point("instance.delete.row")
             await self._delete_volumes(inst.record, [s.volume for s in snapshots])
+            crash.point("instance.delete.volumes")
             for path in (self.state.paths.run(name), self.state.paths.logs(name)):
                 await asyncio.to_thread(_remove_dir, path)
             if self.network_hooks is not None:
@@ -557,21 +610,24 @@ class InstanceService:
             if db_instances.exists(self.state.db, new):
                 raise Conflict(f"Instance {new!r} already exists")
             # Volumes keep their names (the row maps name -> volume): only the row and the
-            # logs directory change.
-            with Reverter() as revert:
-                logs = self.state.paths.logs(name)
-                if logs.exists():
-                    os.rename(logs, self.state.paths.logs(new))
-                    revert.add(os.rename, self.state.paths.logs(new), logs)
+            # logs directory change, the logs after the row (journaled: see leftovers.py).
+            with leftovers.logs_follow(self.state.paths, name, new):
                 db_instances.rename(self.state.db, name, new)
-                revert.success()
+                db_warnings.move_entity(self.state.db, f"/1.0/instances/{name}",
+                                        f"/1.0/instances/{new}")
+                crash.point("instance.rename.row")
             if self.network_hooks is not None:
                 await self.network_hooks.renamed(name, new)
         log.info("Renamed instance %s to %s", name, new)
 
     async def update(self, name: str, put: dict[str, Any], patch: bool) -> None:
-        async with self.state.instance_locks[name]:
+        """PUT/PATCH of an instance: a synchronous request, so it waits for a busy instance
+        only briefly (locking.hold: then 409)."""
+        async with locking.hold(self.state.instance_locks[name], name,
+                                "Changing its configuration"):
             rec = db_instances.get(self.state.db, name)
+            before = replace(rec, config=dict(rec.config), devices=dict(rec.devices),
+                             profiles=list(rec.profiles))
             config = put.get("config")
             if config is not None:
                 user = {k: str(v) for k, v in config.items()}
@@ -596,18 +652,41 @@ class InstanceService:
                 rec.description = str(put["description"] or "")
             if "ephemeral" in put:
                 rec.ephemeral = bool(put["ephemeral"])
-            # Live first: if the kernel refuses the new limits, or a proxy device cannot
-            # listen, nothing is stored (and the proxies are as before).
-            old = self.load(name)
-            await self._apply_devices(name, self.check_devices(rec.profiles, rec.devices, name))
-            try:
-                await self._apply_limits(name, old.expanded_config, self._expanded_config(rec))
-            except BaseException:
+            await self._apply_live(rec)
+            crash.point("instance.update.applied")
+            db_instances.update(self.state.db, rec)  # no await since _apply_live's last check
+        log.info("Updated instance %s: %s", name, model.describe_change(before, rec))
+
+    async def _apply_live(self, rec: db_instances.InstanceRecord) -> None:
+        """Apply what `rec` (not stored yet) expands to, to the running instance, live first:
+        if the kernel refuses the new limits, or a proxy device cannot listen, nothing is
+        stored (the limits and proxies are put back). A profile may change while this awaits
+        (a profile change holds the profile's lock and applies to its users as stored), so
+        it applies again until what runs is what `rec` expands to now; the caller stores
+        `rec` right after, with no await in between."""
+        name = rec.name
+        old = self.load(name)
+        config, devices = old.expanded_config, old.expanded_devices
+        try:
+            while True:
+                new_devices = self.check_devices(rec.profiles, rec.devices, name)
+                self._check_root_pool(rec, new_devices)
+                new_config = self._expanded_config(rec)
+                if new_config == config and new_devices == devices:
+                    return
+                await self._apply_devices(name, new_devices)
+                devices = new_devices
+                await self._apply_limits(name, config, new_config)
+                config = new_config
+        except BaseException:
+            if devices != old.expanded_devices:
                 await self._apply_devices(name, old.expanded_devices)
-                raise
-            # A profile may have changed meanwhile.
-            self._check_root_pool(rec, self.check_devices(rec.profiles, rec.devices, name))
-            db_instances.update(self.state.db, rec)
+            if config != old.expanded_config:
+                try:
+                    await self._apply_limits(name, config, old.expanded_config)
+                except MachinedError as e:
+                    log.warning("Could not put back the limits of %s: %s", name, e.message)
+            raise
 
     async def _apply_devices(self, name: str, expanded: dict[str, dict[str, str]]) -> None:
         """Devices that apply to a running instance at once (proxy devices)."""
@@ -632,8 +711,10 @@ class InstanceService:
     async def apply_config(self, name: str) -> None:
         """Apply the live-updatable parts of `name`'s expanded config (limits) to its running
         container; called after one of its profiles changed. No-op when stopped. Raises
-        BadRequest (the container's cgroups unchanged) when the kernel refuses a limit."""
-        async with self.state.instance_locks[name]:
+        BadRequest (the container's cgroups unchanged) when the kernel refuses a limit, and
+        Conflict when the instance stays busy (a profile change is a synchronous request)."""
+        async with locking.hold(self.state.instance_locks[name], name,
+                                "Applying a profile change"):
             inst = self.load(name)
             config = inst.expanded_config
             validate_instance_config(config, allow_volatile=True)
@@ -689,9 +770,17 @@ class InstanceService:
     def recover(self) -> list[str]:
         """Find containers that kept running while the daemon was away. One found frozen
         that the user did not pause (volatile.last_state.power is not FROZEN) was frozen
-        for a copy when the daemon died: it is thawed."""
+        for a copy when the daemon died: it is thawed. What a daemon killed mid-operation
+        left is repaired: logs/ and run/ directories follow the rows (leftovers.py), a
+        running container is recorded RUNNING (killed between a start and its record, or
+        after recording a stop) and gets the limits its row says (killed between applying
+        new limits and storing them)."""
+        names = db_instances.names(self.state.db)
+        repaired = leftovers.repair(self.state.paths, set(names))
+        if repaired:
+            log.warning("Repaired after an interrupted operation: %s", ", ".join(repaired))
         alive = []
-        for name in db_instances.names(self.state.db):
+        for name in names:
             container = self.running(name)
             if container is None:
                 continue
@@ -703,9 +792,23 @@ class InstanceService:
                     runtime.thaw(container)
                     log.warning("Thawed instance %s: it was frozen for a copy when the "
                                 "daemon stopped", name)
+                    power = None
             except OSError as e:
                 log.warning("Could not check whether instance %s is frozen: %s", name, e)
+            if power not in ("RUNNING", "FROZEN"):
+                db_instances.set_config_keys(self.state.db, name,
+                                             {"volatile.last_state.power": "RUNNING"})
+            self._stored_limits(name, container)
         return alive
+
+    def _stored_limits(self, name: str, container: runtime.RunningContainer) -> None:
+        """Put a running container's cgroups in the state its stored config says."""
+        try:
+            limits = model.runtime_limits(self.load(name).expanded_config, _host_memory())
+            runtime.apply_limits(container, limits)
+        except (MachinedError, OSError) as e:
+            log.warning("Could not apply the stored limits of instance %s: %s", name,
+                        getattr(e, "message", None) or e)
 
 
 def _host_memory() -> int:

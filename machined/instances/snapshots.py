@@ -20,13 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from machined import clock
+from machined import clock, crash, locking
 from machined.config import validate_instance_config
 from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
 from machined.db import snapshots as db_snapshots
 from machined.errors import BadRequest, Conflict, InternalError, MachinedError, NotFound
-from machined.instances import copying, model, schedule
+from machined.instances import copying, leftovers, model, schedule
 from machined.storage.model import new_volume_name
 from machined.sys.run import CommandError
 
@@ -129,6 +129,7 @@ class SnapshotService:
                 async with self.instances.frozen_for_copy(name):
                     await _copy(pool, self.instances.storage.instance_dir(rec), "snapshots",
                                 volume, readonly=True)
+                    crash.point("snapshot.create.copied")
             record = db_snapshots.SnapshotRecord(
                 instance=name, name=snap, volume=volume, created_at=clock.iso(now),
                 architecture=rec.architecture, expires_at=expires_at, stateful=False,
@@ -136,6 +137,7 @@ class SnapshotService:
                 devices=dict(rec.devices), profiles=list(rec.profiles))
             async with _undo_on_error(pool, "snapshots", volume):
                 replaced = db_snapshots.create(self.state.db, record, replace=reuse)
+            crash.point("snapshot.create.row")
             if replaced:
                 await self.discard_later(pool, "snapshots", replaced)
         log.info("Snapshotted instance %s as %s%s", name, snap, " (replaced)" if replaced else "")
@@ -170,11 +172,15 @@ class SnapshotService:
         log.info("Renamed snapshot %s of instance %s to %s", snap, name, new)
 
     async def update(self, name: str, snap: str, body: dict[str, Any], patch: bool) -> None:
-        """expires_at and description; the rest of a snapshot is what the instance had."""
-        async with self.state.instance_locks[name]:
+        """expires_at and description; the rest of a snapshot is what the instance had. A
+        synchronous request: a brief wait for a busy instance, then 409."""
+        async with locking.hold(self.state.instance_locks[name], name,
+                                "Changing a snapshot"):
             rec = db_snapshots.get(self.state.db, name, snap)
             rec.expires_at, rec.description = copying.snapshot_update(rec, body, patch)
             db_snapshots.update(self.state.db, rec)
+        log.info("Updated snapshot %s of instance %s (expires_at %s)", snap, name,
+                 rec.expires_at or "never")
 
     # ------------------------------------------------------------------ restore
 
@@ -201,13 +207,20 @@ class SnapshotService:
             if status != "Stopped":
                 # A frozen one cannot shut down cleanly; its state is being discarded anyway.
                 await self.instances.stop_held(name, -1, force=status == "Frozen")
+                crash.point("snapshot.restore.stopped")
             try:
                 # After the stop: its volatile.last_state is part of what is kept.
                 restored = self._restored_record(db_instances.get(self.state.db, name), srec)
                 volume = new_volume_name(copying.volume_label(name))
                 with _progress(op, f"Restoring {name} from {snap}"):
                     await _copy(pool, source, "containers", volume)
+                crash.point("snapshot.restore.volume")
                 async with _undo_on_error(pool, "containers", volume):
+                    # Checked again after the copy's await, with no await before the commit:
+                    # a profile may have changed (or one the snapshot names gone) meanwhile.
+                    self.check_restore(name, snap)
+                    restored = self._restored_record(db_instances.get(self.state.db, name),
+                                                     srec)
                     with self.state.db.atomic():
                         db_instances.update(self.state.db, restored)
                         old = db_instances.switch_volume(self.state.db, name, rec.storage_pool,
@@ -216,6 +229,7 @@ class SnapshotService:
                 if status != "Stopped":
                     await self._start_again(name)
                 raise
+            crash.point("snapshot.restore.row")
             await self.discard_later(pool, "containers", old)
             if status != "Stopped":
                 await self.instances.start_held(name)
@@ -302,6 +316,7 @@ class SnapshotService:
                      else db_snapshots.list_for(self.state.db, source))
             async with _Made() as made:
                 copies = await self._copy_snapshots(shots, target, src_pool, dst_pool, made, op)
+                crash.point("instance.copy.snapshots")
                 volume = new_volume_name(copying.volume_label(target))
                 with _progress(op, f"Copying {request.snapshot or source} to {target}"):
                     if request.snapshot is not None:
@@ -311,6 +326,12 @@ class SnapshotService:
                         made.add(dst_pool, "containers", volume)
                     else:
                         await self._copy_live(src, src_pool, dst_pool, volume, made)
+                crash.point("instance.copy.volume")
+                # Validated again after the copies' awaits, with no await before the commit:
+                # a profile may have changed meanwhile (even which pool it puts roots in).
+                if self.check_copy(request)[0] != pool_name:
+                    raise Conflict(f"The root disk pool of {target!r} changed while it was "
+                                   "copied (a profile changed): nothing was made; try again")
                 record = replace(record, volume=volume)
                 with self.state.db.atomic():
                     db_instances.create(self.state.db, record)
@@ -408,21 +429,19 @@ class SnapshotService:
                 await _copy(dst, self.instances.storage.instance_dir(rec), "containers",
                             volume)
             made.add(dst, "containers", volume)
-            with self.state.db.atomic():
-                db_instances.update(self.state.db, moved)
-                db_instances.switch_volume(self.state.db, name, pool, volume)
-                for old, new in zip(shots, copies, strict=True):
-                    db_snapshots.set_volume(self.state.db, old.id, new.volume)
-                if target != name:
-                    db_instances.rename(self.state.db, name, target)
+            crash.point("instance.move.volumes")
+            # The logs directory follows a new name after the commit (journaled: leftovers.py).
+            with (leftovers.logs_follow(self.state.paths, name, target) if target != name
+                  else contextlib.nullcontext()):
+                with self.state.db.atomic():
+                    db_instances.update(self.state.db, moved)
+                    db_instances.switch_volume(self.state.db, name, pool, volume)
+                    for old, new in zip(shots, copies, strict=True):
+                        db_snapshots.set_volume(self.state.db, old.id, new.volume)
+                    if target != name:
+                        db_instances.rename(self.state.db, name, target)
+                crash.point("instance.move.row")
             made.success()
-        if target != name:
-            logs = self.state.paths.logs(name)
-            try:
-                if logs.exists():
-                    logs.rename(self.state.paths.logs(target))
-            except OSError as e:
-                log.warning("Logs of %s stay in %s: %s", target, logs, e)
         # The old volumes are unreferenced now.
         await self.discard_later(src, "containers", rec.volume)
         for shot in shots:

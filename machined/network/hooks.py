@@ -22,7 +22,7 @@ from machined.config import devices as devmod
 from machined.db import instances as db_instances
 from machined.db import networks as db_networks
 from machined.db import profiles as db_profiles
-from machined.errors import BadRequest, MachinedError
+from machined.errors import BadRequest, Conflict, MachinedError
 from machined.instances import model
 from machined.network import nics
 from machined.network.proxy import ProxyService
@@ -57,6 +57,8 @@ class NetworkHooks:
             network = nics.managed_network(dev, managed)
             if network is not None and network not in managed:
                 raise BadRequest(f"Device {device!r}: network {network!r} not found")
+            if network is not None and network in self.networks.deleting:
+                raise Conflict(f"Device {device!r}: network {network!r} is being deleted")
             address = dev.get("ipv4.address")
             if not address:
                 continue

@@ -26,7 +26,7 @@ import socket
 import time
 from typing import Any
 
-from machined import clock
+from machined import clock, crash
 from machined.db import instances as db_instances
 from machined.db import networks as db_networks
 from machined.db import profiles as db_profiles
@@ -49,6 +49,7 @@ class NetworkService:
         # checks look at the other networks.
         self._lock = asyncio.Lock()
         self._errors: dict[str, str] = {}  # network -> why it is not working
+        self.deleting: set[str] = set()  # networks whose delete is under way
         self._dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
     @property
@@ -324,11 +325,14 @@ class NetworkService:
                                               p.ipv4, p.ipv6)
             if created:
                 undo.push_async_callback(asyncio.to_thread, bridge.delete, name, self.tag)
+            crash.point("network.create.bridge")
             self._write_hosts(name, p)
             undo.push_async_callback(dnsmasq.stop, files)
             await dnsmasq.ensure(files, self._argv(name, p))
+            crash.point("network.create.dnsmasq")
             undo.push_async_callback(nat.remove, name, files)
             await nat.apply(name, p, files)
+            crash.point("network.create.configured")
             db_networks.create(self._st.db, rec)
             undo.pop_all()
         self._errors.pop(name, None)
@@ -408,20 +412,33 @@ class NetworkService:
             users = self.used_by(name)
             if users:
                 raise BadRequest(f"The network is currently in use by {_users_text(users)}")
-            # Devices apply at the next start: a running instance whose nic was detached
-            # still has its veth on the bridge.
-            ports = await asyncio.to_thread(bridge.ports, name)
-            if ports:
-                raise BadRequest(f"The network is currently in use by running instances' "
-                                 f"interfaces {', '.join(ports)}: restart or stop them first")
-            files = self.files(name)
-            await dnsmasq.stop(files)
-            await nat.remove(name, files)
-            await asyncio.to_thread(bridge.delete, name, self.tag)
-            shutil.rmtree(files.dir, ignore_errors=True)
-            db_networks.delete(self._st.db, name)
-            self._errors.pop(name, None)
+            # Set in the same step as the check above, until the row is gone: an instance or
+            # profile change committing during the awaits below must not start using it
+            # (hooks.check_devices refuses it meanwhile).
+            self.deleting.add(name)
+            try:
+                await self._delete_unused(name)
+            finally:
+                self.deleting.discard(name)
         log.info("Deleted network %s", name)
+
+    async def _delete_unused(self, name: str) -> None:
+        # Devices apply at the next start: a running instance whose nic was detached
+        # still has its veth on the bridge.
+        ports = await asyncio.to_thread(bridge.ports, name)
+        if ports:
+            raise BadRequest(f"The network is currently in use by running instances' "
+                             f"interfaces {', '.join(ports)}: restart or stop them first")
+        files = self.files(name)
+        await dnsmasq.stop(files)
+        await nat.remove(name, files)
+        crash.point("network.delete.stopped")
+        await asyncio.to_thread(bridge.delete, name, self.tag)
+        crash.point("network.delete.bridge")
+        shutil.rmtree(files.dir, ignore_errors=True)
+        crash.point("network.delete.files")
+        db_networks.delete(self._st.db, name)
+        self._errors.pop(name, None)
 
     async def release_leases(self, name: str, macs: set[str]) -> None:
         """Forget the DHCP leases of `macs` (an instance deleted), so its name stops resolving

@@ -220,7 +220,7 @@ class Root:
                     os.close(obj)
                 return FileWriter(parent, name, fd, None, existing)
             tmp, fd = _create_temp(parent, name)
-            return FileWriter(parent, name, fd, tmp, existing)
+            return FileWriter(parent, name, fd, tmp, existing, replace=True)
         except BaseException:
             os.close(parent)
             raise
@@ -337,9 +337,10 @@ class FileWriter:
     commit() or abort(); the writer owns the parent fd and closes everything."""
 
     def __init__(self, parent: int, name: str, fd: int, tmp: str | None,
-                 existing: Entry | None) -> None:
+                 existing: Entry | None, replace: bool = False) -> None:
         self.parent, self.name, self.fd, self.tmp = parent, name, fd, tmp
         self.existing = existing  # what was at the target when the transfer began
+        self.replace = replace  # False: appending to the target itself
         self.written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -367,7 +368,11 @@ class FileWriter:
         -1 leaves a field as it is."""
         try:
             _apply(self.fd, uid, gid, mode)
-            if self.tmp is not None:
+            if self.replace and self.tmp is None:  # unnamed (O_TMPFILE): link it in
+                if _link_at(self.fd, self.parent, self.name):
+                    return
+                self.tmp = _link_temp(self.fd, self.parent, self.name)
+            if self.replace:
                 os.rename(self.tmp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
                 self.tmp = None
         finally:
@@ -405,7 +410,16 @@ def _temp_name() -> str:
     return f".mc-{uuid.uuid4().hex[:12]}"
 
 
-def _create_temp(parent: int, name: str) -> tuple[str, int]:
+def _create_temp(parent: int, name: str) -> tuple[str | None, int]:
+    """The file a write goes to before it replaces `name`: unnamed (O_TMPFILE) where the
+    filesystem can, so a daemon killed while writing it leaves nothing in the rootfs (it is
+    linked in only when complete); else a hidden temporary name (None: unnamed)."""
+    try:
+        return None, os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600,
+                             dir_fd=parent)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
     for _attempt in range(8):
         tmp = _temp_name()
         try:
@@ -414,6 +428,24 @@ def _create_temp(parent: int, name: str) -> tuple[str, int]:
         except FileExistsError:
             continue
         return tmp, fd
+    raise RootfsError(errno.EEXIST, f"Could not pick a temporary name next to {name!r}")
+
+
+def _link_at(fd: int, parent: int, name: str) -> bool:
+    """Give unnamed file `fd` the name `name` if nothing has it (one atomic step)."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent, follow_symlinks=True)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _link_temp(fd: int, parent: int, name: str) -> str:
+    """Give unnamed file `fd` a temporary name next to `name` (to be renamed over it)."""
+    for _attempt in range(8):
+        tmp = _temp_name()
+        if _link_at(fd, parent, tmp):
+            return tmp
     raise RootfsError(errno.EEXIST, f"Could not pick a temporary name next to {name!r}")
 
 

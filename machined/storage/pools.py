@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
@@ -21,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from machined import clock
+from machined import clock, crash
 from machined.db import images as db_images
 from machined.db import instances as db_instances
 from machined.db import profiles as db_profiles
@@ -46,6 +47,10 @@ LAYOUT = ("images", "containers", "snapshots", "spares", "tmp")
 # renamed /dev/sdb after a reboot, another tool's pool with its own containers/) is never
 # taken for it: start-up reconciliation would delete everything in it that no row names.
 MARKER = ".machined-pool"
+# $MACHINED_DIR/storage-pools/.pending-<pool>: a create or delete under way (what it touches,
+# as JSON). A daemon killed before its end leaves it; the next start undoes the create or
+# finishes the delete (_finish_pending): the pool is then wholly there or wholly gone.
+PENDING = ".pending-"
 
 
 class PoolUnavailable(MachinedError):
@@ -71,6 +76,7 @@ class Storage:
             db_pools.create(db, db_pools.PoolRecord(
                 DEFAULT, "dir", "Default storage pool",
                 {"source": os.fspath(self.paths.pool_dir(DEFAULT))}, clock.now_iso()))
+        self._finish_pending()
         for rec in db_pools.list_all(db):
             self._open(rec)
 
@@ -175,15 +181,20 @@ class Storage:
                 self._check_source_unused(config["source"])
             make = self._create_dir if driver == "dir" else self._create_btrfs
             rec = db_pools.PoolRecord(name, driver, description, {}, clock.now_iso())
+            journal = self._begin(name, "create", driver, config)
             with _undo_on_error() as undo:
+                undo.append(lambda: journal.unlink(missing_ok=True))  # the last undo step
                 try:
                     pool: Pool = await asyncio.to_thread(make, name, config, undo)
+                    crash.point("storage.create.made")
                     rec.config = pool.config
                     await asyncio.to_thread(_write_marker, pool.root, rec, undo)
+                    crash.point("storage.create.marker")
                 except (OSError, CommandError) as e:
                     raise MachinedError(f"Failed creating storage pool {name!r}: "
                                         f"{_reason(e)}") from None
                 db_pools.create(self.state.db, rec)
+            journal.unlink(missing_ok=True)
             self._pools[name] = pool
             self._sources[name] = pool.config.get("source", "")
             self._unavailable.pop(name, None)
@@ -336,14 +347,18 @@ class Storage:
             if used:
                 raise Conflict(f"Storage pool {name!r} is in use by "
                                f"{', '.join(u.removeprefix('/1.0/') for u in used)}")
+            journal = self._begin(name, "delete", rec.driver, rec.config)
             try:
                 await asyncio.to_thread(self._destroy, rec)
             except (OSError, CommandError) as e:
+                journal.unlink(missing_ok=True)
                 self._pools.pop(name, None)
                 self._unavailable[name] = f"deleting it failed: {_reason(e)}"
                 raise MachinedError(f"Failed deleting storage pool {name!r}: "
                                     f"{_reason(e)}") from None
+            crash.point("storage.delete.destroyed")
             db_pools.delete(self.state.db, name)
+            journal.unlink(missing_ok=True)
             self._pools.pop(name, None)
             self._sources.pop(name, None)
             self._unavailable.pop(name, None)
@@ -363,6 +378,79 @@ class Storage:
         elif source == self.paths.pool_dir(rec.name):
             with contextlib.suppress(FileNotFoundError):
                 source.rmdir()
+
+    # Interrupted creates and deletes
+
+    def _begin(self, name: str, op: str, driver: str, config: dict[str, str]) -> Path:
+        """Journal a create or delete of pool `name` before its first step (synced)."""
+        source = config.get("source", "")
+        root, loop = os.fspath(self.paths.pool_dir(name)), ""
+        if driver == "btrfs" and (not source or Path(source).parent == self.paths.disks):
+            loop = source or os.fspath(self.paths.disks / f"{name}.img")
+        elif source and not source.startswith("/dev/"):
+            root = os.path.realpath(source)
+        journal = self.paths.root / "storage-pools" / f"{PENDING}{name}"
+        journal.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        tmp = journal.with_name(journal.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, json.dumps({"op": op, "driver": driver, "root": root,
+                                     "loop": loop}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, journal)
+        return journal
+
+    def _finish_pending(self) -> None:
+        """At start, before any pool opens: a create that did not write its row is undone,
+        a delete (of an unused pool) is finished."""
+        base = self.paths.root / "storage-pools"
+        for journal in sorted(base.glob(f"{PENDING}*")) if base.is_dir() else []:
+            name = journal.name[len(PENDING):]
+            if name.endswith(".tmp"):
+                journal.unlink(missing_ok=True)
+                continue
+            try:
+                info = json.loads(journal.read_text())
+                exists = name in db_pools.names(self.state.db)
+                deleting = info.get("op") == "delete"
+                if deleting or not exists:
+                    self._remove_leftovers(name, info, deleting)
+                if deleting and exists:
+                    db_pools.delete(self.state.db, name)
+                log.warning("Storage pool %s: %s interrupted by a crash %s", name,
+                            info.get("op"), "finished" if deleting else
+                            "kept (its row was written)" if exists else "undone")
+            except (OSError, ValueError, MachinedError, CommandError) as e:
+                log.error("Storage pool %s: could not clean up after an interrupted "
+                          "create or delete: %s", name, _reason(e))
+            journal.unlink(missing_ok=True)
+
+    def _remove_leftovers(self, name: str, info: dict[str, Any], deleting: bool) -> None:
+        """What pool `name`'s interrupted create made or its delete left. A create's layout
+        directories go only while empty; nothing goes under another pool's marker."""
+        root, mountpoint = Path(info["root"]), self.paths.pool_dir(name)
+        loop = Path(info["loop"]) if info.get("loop") else None
+        if loop is not None and loop.parent == self.paths.disks:
+            loop.unlink(missing_ok=True)  # its filesystem (the layout) goes with it
+        elif root.is_dir() and not root.is_symlink():
+            _check_safe_dir(root)
+            marker = root / MARKER
+            if marker.exists() and not marker.read_text(errors="replace").startswith(
+                    f"machined storage pool {name}\n"):
+                raise MachinedError(f"{root} holds another pool's marker: left as it is")
+            if deleting:
+                _remove_layout(root, subvolumes=info.get("driver") == "btrfs")
+            else:
+                for sub in LAYOUT:
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        (root / sub).rmdir()  # OSError when not empty: left, logged
+            marker.unlink(missing_ok=True)
+        if root == mountpoint or loop is not None:
+            with contextlib.suppress(FileNotFoundError):
+                mountpoint.rmdir()
 
     # Start-up
 
